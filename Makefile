@@ -65,7 +65,7 @@ bench-deps: ## Install what the benchmarks compare against (nginx, wrk).
 .PHONY: generate
 generate: $(BIN)/controller-gen ## Regenerate deepcopy, CRDs and RBAC from the API types and markers.
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./canary/v1alpha1/...
-	$(BIN)/controller-gen crd:generateEmbeddedObjectMeta=false paths=./canary/v1alpha1/... output:crd:artifacts:config=config/crd/bases
+	$(BIN)/controller-gen crd:allowDangerousTypes=true paths=./canary/v1alpha1/... output:crd:artifacts:config=config/crd/bases
 	$(BIN)/controller-gen rbac:roleName=weir-controller paths=./canary/... paths=./mesh/... paths=./notifier/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify-generated
