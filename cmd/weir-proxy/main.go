@@ -1,0 +1,79 @@
+// Command weir-proxy is weir's sidecar: an HTTP proxy that takes all of its
+// configuration over xDS (ADS, state of the world) and behaves like Envoy for
+// every field it accepts.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	envoy_config_core_v3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/weir-dev/weir/mesh/proxy"
+	"github.com/weir-dev/weir/mesh/proxy/xdsclient"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "weir-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	hostname, _ := os.Hostname()
+	xdsAddress := flag.String("xds-address", "", "host:port of the xDS (ADS) control plane (required)")
+	nodeID := flag.String("node-id", hostname, "xDS node id")
+	nodeCluster := flag.String("node-cluster", "", "xDS node cluster")
+	adminAddress := flag.String("admin-address", "127.0.0.1:15000", "address of the admin server (/stats/prometheus, /ready, /config_dump, /clusters)")
+	bindIP := flag.String("bind-ip", "", "overrides the IP of every listener address")
+	drainTime := flag.Duration("drain-time", 5*time.Second, "after SIGTERM, how long to keep serving with Connection: close before closing listeners")
+	flag.Parse()
+	if *xdsAddress == "" {
+		flag.Usage()
+		return errors.New("--xds-address is required")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	p := proxy.New(proxy.Options{BindIP: *bindIP, Log: log})
+	adminLn, err := net.Listen("tcp", *adminAddress)
+	if err != nil {
+		return fmt.Errorf("failed to listen on admin address %s: %w", *adminAddress, err)
+	}
+	admin := &http.Server{Handler: p.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go admin.Serve(adminLn)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	xdsCtx, cancelXDS := context.WithCancel(context.Background())
+	client := &xdsclient.Client{
+		Address: *xdsAddress,
+		Node:    &envoy_config_core_v3.Node{Id: *nodeID, Cluster: *nodeCluster, UserAgentName: "weir-proxy"},
+		Handler: p,
+		Log:     log,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		client.Run(xdsCtx)
+	}()
+	log.Info("weir-proxy started", "xds", *xdsAddress, "node", *nodeID, "admin", adminLn.Addr().String())
+	<-ctx.Done()
+	log.Info("draining", "drain_time", *drainTime)
+	drainCtx, cancel := context.WithTimeout(context.Background(), *drainTime+30*time.Second)
+	defer cancel()
+	err = p.Drain(drainCtx, *drainTime)
+	cancelXDS()
+	<-done
+	admin.Close()
+	return err
+}

@@ -1,0 +1,600 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weir-dev/weir/mesh/proxy/outlier"
+)
+
+// handler serves one listener.
+type handler struct {
+	p *Proxy
+	l *listenerRuntime
+}
+
+// maxRetryBuffer is how much of a request body is kept for retries, as
+// Envoy's default per-connection buffer limit.
+const maxRetryBuffer = 1 << 20
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// hopHeaders are removed in both directions (canonical keys).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func localReply(w http.ResponseWriter, code int, body string) {
+	h := w.Header()
+	h["Content-Type"] = textPlain
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(code)
+	io.WriteString(w, body)
+}
+
+var textPlain = []string{"text/plain"}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	lc := h.l.cfg.Load()
+	if (r.ProtoMajor == 2 && !lc.http2) || (r.ProtoMajor == 1 && !lc.http1) {
+		localReply(w, http.StatusHTTPVersionNotSupported, "protocol not enabled on this listener")
+		return
+	}
+	table := lc.inline
+	if table == nil {
+		table = (*h.p.routes.Load())[lc.rdsName]
+	}
+	if table == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	vh := table.match(lc.hostForMatch(r.Host))
+	if vh == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	rt := vh.match(r)
+	if rt == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	if d := rt.direct; d != nil {
+		if len(d.body) > 0 {
+			w.Header()["Content-Length"] = []string{strconv.Itoa(len(d.body))}
+		}
+		w.WriteHeader(d.status)
+		w.Write(d.body)
+		return
+	}
+	a := rt.action
+	name := a.pick()
+	c := (*h.p.clusters.Load())[name]
+	if c == nil {
+		w.WriteHeader(a.notFoundCode)
+		return
+	}
+	prepareRequestHeaders(r, lc)
+	forward(w, r, a, c, start)
+}
+
+// hostForMatch lower-cases the Host and strips its port as the connection
+// manager's strip_*_host_port options say.
+func (lc *listenerConfig) hostForMatch(host string) string {
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; 'A' <= c && c <= 'Z' {
+			host = strings.ToLower(host)
+			break
+		}
+	}
+	if lc.stripAnyPort || lc.stripMatchPort {
+		if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+			if lc.stripAnyPort || host[i+1:] == strconv.Itoa(lc.port) {
+				host = host[:i]
+			}
+		}
+	}
+	return host
+}
+
+// match finds the virtual host for a Host value: exact, then the longest
+// suffix wildcard, then the longest prefix wildcard, then "*", as in Envoy.
+func (t *routeTable) match(host string) *virtualHost {
+	if vh := t.exact[host]; vh != nil {
+		return vh
+	}
+	for _, s := range t.suffix {
+		if len(host) > len(s.part) && strings.HasSuffix(host, s.part) {
+			return s.vh
+		}
+	}
+	for _, s := range t.prefix {
+		if len(host) > len(s.part) && strings.HasPrefix(host, s.part) {
+			return s.vh
+		}
+	}
+	return t.dflt
+}
+
+func (vh *virtualHost) match(r *http.Request) *route {
+	for _, rt := range vh.routes {
+		if rt.matches(r) {
+			return rt
+		}
+	}
+	return nil
+}
+
+func (rt *route) matches(r *http.Request) bool {
+	path := r.URL.EscapedPath()
+	switch rt.kind {
+	case pathPrefix:
+		if rt.caseSensitive {
+			if !strings.HasPrefix(path, rt.path) {
+				return false
+			}
+		} else if len(path) < len(rt.path) || !strings.EqualFold(path[:len(rt.path)], rt.path) {
+			return false
+		}
+	case pathExact:
+		if rt.caseSensitive {
+			if path != rt.path {
+				return false
+			}
+		} else if !strings.EqualFold(path, rt.path) {
+			return false
+		}
+	case pathRegex:
+		if !rt.re.MatchString(path) {
+			return false
+		}
+	}
+	for i := range rt.headers {
+		if !rt.headers[i].matches(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func headerValue(r *http.Request, name string) (string, bool) {
+	switch name {
+	case ":authority":
+		return r.Host, true
+	case ":method":
+		return r.Method, true
+	case ":path":
+		return r.URL.RequestURI(), true
+	case ":scheme":
+		return "http", true
+	}
+	vs := r.Header[textproto.CanonicalMIMEHeaderKey(name)]
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return vs[0], true
+	}
+	return strings.Join(vs, ","), true
+}
+
+func (m *headerMatcher) matches(r *http.Request) bool {
+	v, ok := headerValue(r, m.name)
+	if !ok && !m.missingEmpty {
+		return (m.kind == hdrPresent && !m.present) != m.invert
+	}
+	var match bool
+	if m.ignoreCase {
+		v = strings.ToLower(v)
+	}
+	switch m.kind {
+	case hdrExact:
+		match = v == m.value
+	case hdrPrefix:
+		match = strings.HasPrefix(v, m.value)
+	case hdrSuffix:
+		match = strings.HasSuffix(v, m.value)
+	case hdrContains:
+		match = strings.Contains(v, m.value)
+	case hdrRegex:
+		match = m.re.MatchString(v)
+	case hdrPresent:
+		match = m.present == ok
+	case hdrRange:
+		n, err := strconv.ParseInt(v, 10, 64)
+		match = err == nil && n >= m.start && n < m.end
+	}
+	return match != m.invert
+}
+
+// pick chooses a cluster in proportion to the weights, per request.
+func (a *routeAction) pick() string {
+	if len(a.clusters) == 1 {
+		return a.clusters[0].name
+	}
+	n := rand.Uint64N(a.total)
+	for _, c := range a.clusters {
+		if n < c.weight {
+			return c.name
+		}
+		n -= c.weight
+	}
+	return a.clusters[len(a.clusters)-1].name
+}
+
+// prepareRequestHeaders edits the request's own (per-request) header map:
+// hop-by-hop headers go, x-forwarded-for/-proto and x-request-id are set as
+// Envoy's connection manager does.
+func prepareRequestHeaders(r *http.Request, lc *listenerConfig) {
+	hdr := r.Header
+	if conn, ok := hdr["Connection"]; ok {
+		for _, v := range conn {
+			for _, tok := range strings.Split(v, ",") {
+				if tok = strings.TrimSpace(tok); tok != "" {
+					delete(hdr, textproto.CanonicalMIMEHeaderKey(tok))
+				}
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(hdr, k)
+	}
+	if te, ok := hdr["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
+		delete(hdr, "Te")
+	}
+	if lc.useRemoteAddr {
+		if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			if prior, ok := hdr["X-Forwarded-For"]; ok && len(prior) > 0 {
+				hdr["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+			} else {
+				hdr["X-Forwarded-For"] = []string{ip}
+			}
+		}
+	}
+	if _, ok := hdr["X-Forwarded-Proto"]; !ok {
+		hdr["X-Forwarded-Proto"] = httpScheme
+	}
+	if _, ok := hdr["X-Request-Id"]; !ok && lc.genRequestID {
+		hdr["X-Request-Id"] = []string{newRequestID()}
+	}
+}
+
+var httpScheme = []string{"http"}
+
+// newRequestID returns a random UUID v4.
+func newRequestID() string {
+	const hexd = "0123456789abcdef"
+	var b [16]byte
+	a, c := rand.Uint64(), rand.Uint64()
+	for i := range 8 {
+		b[i] = byte(a >> (8 * i))
+		b[8+i] = byte(c >> (8 * i))
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	j := 0
+	for i, x := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			s[j] = '-'
+			j++
+		}
+		s[j], s[j+1] = hexd[x>>4], hexd[x&0x0f]
+		j += 2
+	}
+	return string(s[:])
+}
+
+// failure classifies an attempt that got no response.
+type failure int
+
+const (
+	failNone failure = iota
+	failConnect
+	failReset
+	failPerTryTimeout
+	failGlobalTimeout
+	failDownstream
+)
+
+func classify(err error, globalCtx, tryCtx, downstream context.Context) failure {
+	switch {
+	case downstream.Err() != nil:
+		return failDownstream
+	case globalCtx.Err() != nil:
+		return failGlobalTimeout
+	case tryCtx.Err() != nil:
+		return failPerTryTimeout
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return failConnect
+	}
+	return failReset
+}
+
+func (rp *retryPolicy) retriesFailure(f failure) bool {
+	if rp == nil {
+		return false
+	}
+	switch f {
+	case failConnect:
+		return rp.connectFailure || rp.on5xx || rp.gatewayError
+	case failReset:
+		return rp.reset || rp.on5xx || rp.gatewayError
+	case failPerTryTimeout:
+		return rp.on5xx || rp.gatewayError
+	}
+	return false
+}
+
+func (rp *retryPolicy) retriesStatus(code int) bool {
+	if rp == nil {
+		return false
+	}
+	if rp.on5xx && code >= 500 {
+		return true
+	}
+	if rp.gatewayError && code >= 502 && code <= 504 {
+		return true
+	}
+	if rp.retriable4xx {
+		for _, c := range rp.codes {
+			if int(c) == code {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// backoff is Envoy's fully jittered exponential retry back-off.
+func (rp *retryPolicy) backoff(retry int) time.Duration {
+	ceiling := rp.base << min(retry, 30)
+	if ceiling > rp.max || ceiling <= 0 {
+		ceiling = rp.max
+	}
+	return time.Duration(rand.Int64N(int64(ceiling) + 1))
+}
+
+// forward sends the request upstream with retries and writes the response.
+func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster, start time.Time) {
+	cc := c.cfg.Load()
+	st := c.stats
+	if n := c.active.Add(1); n > cc.maxRequests || n > cc.maxConnections+cc.maxPending {
+		c.active.Add(-1)
+		st.Overflow.Inc()
+		st.Response(http.StatusServiceUnavailable, -1)
+		w.Header()["X-Envoy-Overloaded"] = trueValue
+		localReply(w, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
+		return
+	}
+	defer c.active.Add(-1)
+
+	ctx := r.Context()
+	if a.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.timeout)
+		defer cancel()
+	}
+	rp := a.retry
+	maxRetries := 0
+	if rp != nil {
+		maxRetries = rp.numRetries
+	}
+	var body []byte
+	var stream io.Reader
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if hasBody {
+		if maxRetries > 0 && r.ContentLength >= 0 && r.ContentLength <= maxRetryBuffer {
+			b, err := io.ReadAll(io.LimitReader(r.Body, maxRetryBuffer+1))
+			if err != nil {
+				return // downstream went away
+			}
+			if len(b) > maxRetryBuffer {
+				stream, maxRetries = io.MultiReader(bytes.NewReader(b), r.Body), 0
+			} else {
+				body = b
+			}
+		} else {
+			stream, maxRetries = r.Body, 0
+		}
+	}
+	var tried []*host
+	retriesHeld := 0
+	defer func() { c.retries.Add(int64(-retriesHeld)) }()
+
+	for attempt := 0; ; attempt++ {
+		var exclude []*host
+		attempts := 0
+		if rp != nil && rp.previousHosts {
+			exclude, attempts = tried, rp.hostAttempts
+		}
+		h := c.pick(cc, exclude, attempts)
+		if h == nil {
+			st.NoneHealthy.Inc()
+			st.Response(http.StatusServiceUnavailable, -1)
+			localReply(w, http.StatusServiceUnavailable, "no healthy upstream")
+			return
+		}
+		if rp != nil && rp.previousHosts {
+			tried = append(tried, h)
+		}
+		tryCtx, cancelTry := ctx, context.CancelFunc(nil)
+		if rp != nil && rp.perTry > 0 {
+			tryCtx, cancelTry = context.WithTimeout(ctx, rp.perTry)
+		}
+		out := upstreamRequest(tryCtx, r, h.addr)
+		switch {
+		case body != nil:
+			out.Body = io.NopCloser(bytes.NewReader(body))
+		case stream != nil:
+			out.Body = io.NopCloser(stream)
+		}
+		h.active.Add(1)
+		h.rqTotal.Add(1)
+		st.Total.Inc()
+		t0 := time.Now()
+		resp, err := c.transportFor(cc, r.ProtoMajor).RoundTrip(out)
+		retry := false
+		if err != nil {
+			h.active.Add(-1)
+			h.rqErrors.Add(1)
+			f := classify(err, ctx, tryCtx, r.Context())
+			if cancelTry != nil {
+				cancelTry()
+			}
+			code, msg := http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+			switch f {
+			case failDownstream:
+				return
+			case failConnect:
+				st.ConnectFail.Inc()
+				c.detector.PutLocal(&h.od, outlier.LocalConnectFailed)
+				msg = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+			case failReset:
+				c.detector.PutLocal(&h.od, outlier.LocalReset)
+			case failPerTryTimeout, failGlobalTimeout:
+				st.Timeout.Inc()
+				c.detector.PutLocal(&h.od, outlier.LocalTimeout)
+				code, msg = http.StatusGatewayTimeout, "upstream request timeout"
+			}
+			st.Response(code, time.Since(t0))
+			if f != failGlobalTimeout && attempt < maxRetries && rp.retriesFailure(f) {
+				retry = true
+			} else {
+				localReply(w, code, msg)
+				return
+			}
+		} else {
+			code := resp.StatusCode
+			c.detector.PutLocal(&h.od, outlier.LocalConnectSuccess)
+			c.detector.PutHTTPStatus(&h.od, code)
+			if code >= 500 {
+				h.rqErrors.Add(1)
+			}
+			if attempt < maxRetries && rp.retriesStatus(code) {
+				retry = true
+				st.Response(code, time.Since(t0))
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+				h.active.Add(-1)
+				if cancelTry != nil {
+					cancelTry()
+				}
+			} else {
+				ok := writeResponse(w, resp)
+				h.active.Add(-1)
+				if cancelTry != nil {
+					cancelTry()
+				}
+				st.Response(code, time.Since(t0))
+				if !ok {
+					panic(http.ErrAbortHandler)
+				}
+				return
+			}
+		}
+		if retry {
+			if c.retries.Add(1) > cc.maxRetries {
+				c.retries.Add(-1)
+				st.Overflow.Inc()
+				localReply(w, http.StatusServiceUnavailable, "upstream retry limit exceeded")
+				return
+			}
+			retriesHeld++
+			st.Retry.Inc()
+			t := time.NewTimer(rp.backoff(attempt))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				if r.Context().Err() != nil {
+					return
+				}
+				st.Timeout.Inc()
+				st.Response(http.StatusGatewayTimeout, -1)
+				localReply(w, http.StatusGatewayTimeout, "upstream request timeout")
+				return
+			}
+		}
+	}
+}
+
+var trueValue = []string{"true"}
+
+func upstreamRequest(ctx context.Context, r *http.Request, addr string) *http.Request {
+	u := *r.URL
+	u.Scheme, u.Host = "http", addr
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           &u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        r.Header,
+		Host:          r.Host,
+		ContentLength: r.ContentLength,
+	}
+	if r.Body == http.NoBody || r.ContentLength == 0 {
+		out.ContentLength = 0
+	}
+	return out.WithContext(ctx)
+}
+
+// writeResponse copies an upstream response downstream. It returns false
+// when the copy failed after the headers were sent; the caller then resets
+// the downstream stream, as Envoy does.
+func writeResponse(w http.ResponseWriter, resp *http.Response) bool {
+	defer resp.Body.Close()
+	dst := w.Header()
+	for k, vv := range resp.Header {
+		dst[k] = vv
+	}
+	for _, k := range hopHeaders {
+		delete(dst, k)
+	}
+	if len(resp.Trailer) > 0 {
+		for k := range resp.Trailer {
+			dst.Add("Trailer", k)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	flush := resp.ContentLength < 0
+	var fl http.Flusher
+	if flush {
+		fl, _ = w.(http.Flusher)
+	}
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return false
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return false
+		}
+	}
+	for k, vv := range resp.Trailer {
+		dst[http.TrailerPrefix+k] = vv
+	}
+	return true
+}
