@@ -252,4 +252,3 @@ func (c *cluster) transportFor(cc *clusterConfig, downstreamMajor int) *http.Tra
 	}
 	return t.h1
 }
-

@@ -54,6 +54,7 @@ type Proxy struct {
 	listeners map[string]*listenerRuntime
 	endpoints map[string][]endpointSpec // EDS, by cluster_name
 	applied   map[string]bool           // types applied at least once
+	versions  map[string]string         // last accepted version per type
 	dump      map[string]map[string]dumpedResource
 }
 
@@ -71,6 +72,7 @@ func New(opts Options) *Proxy {
 		listeners: map[string]*listenerRuntime{},
 		endpoints: map[string][]endpointSpec{},
 		applied:   map[string]bool{},
+		versions:  map[string]string{},
 		dump:      map[string]map[string]dumpedResource{},
 	}
 	if p.log == nil {
@@ -133,6 +135,7 @@ func (p *Proxy) Apply(typeURL, version string, resources []*anypb.Any) error {
 		return err
 	}
 	p.applied[typeURL] = true
+	p.versions[typeURL] = version
 	return nil
 }
 
@@ -461,4 +464,11 @@ func (rt *listenerRuntime) stop(log *slog.Logger) {
 	if err := rt.srv.Shutdown(ctx); err != nil {
 		log.Info("listener drain cut short", "listener", rt.name, "error", err)
 	}
+}
+
+// Version returns the version of the last accepted response of a type.
+func (p *Proxy) Version(typeURL string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.versions[typeURL]
 }
