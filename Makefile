@@ -66,7 +66,7 @@ bench-deps: ## Install what the benchmarks compare against (nginx, wrk).
 generate: $(BIN)/controller-gen ## Regenerate deepcopy, CRDs and RBAC from the API types and markers.
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./canary/v1alpha1/...
 	$(BIN)/controller-gen crd:allowDangerousTypes=true paths=./canary/v1alpha1/... output:crd:artifacts:config=config/crd/bases
-	$(BIN)/controller-gen rbac:roleName=weir-controller paths=./canary/... paths=./mesh/... paths=./notifier/... output:rbac:artifacts:config=config/rbac
+	$(BIN)/controller-gen rbac:roleName=weir-controller paths=./... output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify-generated
 verify-generated: generate ## Fail when generated files differ from what is committed.
