@@ -16,6 +16,7 @@ import (
 // address, so outlier state and pooled connections survive them.
 type host struct {
 	addr     string
+	pool     *h1Pool
 	od       outlier.Host
 	healthy  atomic.Bool // EDS health status
 	active   atomic.Int64
@@ -48,9 +49,10 @@ type cluster struct {
 	interval  time.Duration
 }
 
-// transports are the shared upstream connection pools of a cluster.
+// transports hold the cluster's shared HTTP/2 (h2c) connection pool;
+// HTTP/1.1 upstreams use each host's h1Pool.
 type transports struct {
-	h1, h2         *http.Transport
+	h2             *http.Transport
 	connectTimeout time.Duration
 }
 
@@ -89,9 +91,8 @@ func (c *cluster) configure(cc *clusterConfig) {
 	defer c.mu.Unlock()
 	c.cfg.Store(cc)
 	if old := c.tr.Load(); old == nil || old.connectTimeout != cc.connectTimeout {
-		c.tr.Store(&transports{h1: newTransport(cc.connectTimeout, false), h2: newTransport(cc.connectTimeout, true), connectTimeout: cc.connectTimeout})
+		c.tr.Store(&transports{h2: newTransport(cc.connectTimeout, true), connectTimeout: cc.connectTimeout})
 		if old != nil {
-			old.h1.CloseIdleConnections()
 			old.h2.CloseIdleConnections()
 		}
 	}
@@ -139,12 +140,17 @@ func (c *cluster) setEndpoints(eps []endpointSpec) {
 		}
 		h := c.byAddr[e.addr]
 		if h == nil {
-			h = &host{addr: e.addr}
+			h = &host{addr: e.addr, pool: newH1Pool(e.addr)}
 		}
 		h.healthy.Store(e.healthy)
 		next[e.addr] = h
 		all = append(all, h)
 		monitors = append(monitors, &h.od)
+	}
+	for addr, h := range c.byAddr {
+		if next[addr] == nil {
+			h.pool.closeIdle()
+		}
 	}
 	c.byAddr = next
 	c.detector.SetHosts(monitors)
@@ -185,8 +191,10 @@ func (c *cluster) close() {
 		c.stopSweep = nil
 	}
 	if t := c.tr.Load(); t != nil {
-		t.h1.CloseIdleConnections()
 		t.h2.CloseIdleConnections()
+	}
+	for _, h := range c.byAddr {
+		h.pool.closeIdle()
 	}
 }
 
@@ -241,14 +249,4 @@ func (c *cluster) choose(cc *clusterConfig, list []*host) *host {
 	default:
 		return list[(c.rr.Add(1)-1)%n]
 	}
-}
-
-// transportFor returns the pool for a request: HTTP/2 (h2c) or HTTP/1.1 as
-// the cluster's protocol options say.
-func (c *cluster) transportFor(cc *clusterConfig, downstreamMajor int) *http.Transport {
-	t := c.tr.Load()
-	if cc.upstreamH2 || (cc.useDownstream && downstreamMajor == 2) {
-		return t.h2
-	}
-	return t.h1
 }

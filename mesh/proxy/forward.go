@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -247,6 +248,7 @@ func prepareRequestHeaders(r *http.Request, lc *listenerConfig) {
 	for _, k := range hopHeaders {
 		delete(hdr, k)
 	}
+	delete(hdr, "Content-Length") // set again from the body that is sent
 	if te, ok := hdr["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
 		delete(hdr, "Te")
 	}
@@ -305,20 +307,25 @@ const (
 	failDownstream
 )
 
-func classify(err error, globalCtx, tryCtx, downstream context.Context) failure {
+func classify(err error, deadline time.Time, downstream context.Context) failure {
+	var op *net.OpError
 	switch {
 	case downstream.Err() != nil:
 		return failDownstream
-	case globalCtx.Err() != nil:
-		return failGlobalTimeout
-	case tryCtx.Err() != nil:
+	case errors.As(err, &op) && op.Op == "dial":
+		return failConnect
+	case isTimeout(err):
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return failGlobalTimeout
+		}
 		return failPerTryTimeout
 	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return failConnect
-	}
 	return failReset
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func (rp *retryPolicy) retriesFailure(f failure) bool {
@@ -379,11 +386,9 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 	}
 	defer c.active.Add(-1)
 
-	ctx := r.Context()
+	var deadline time.Time
 	if a.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.timeout)
-		defer cancel()
+		deadline = start.Add(a.timeout)
 	}
 	rp := a.retry
 	maxRetries := 0
@@ -392,22 +397,18 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 	}
 	var body []byte
 	var stream io.Reader
-	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-	if hasBody {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		if maxRetries > 0 && r.ContentLength >= 0 && r.ContentLength <= maxRetryBuffer {
 			b, err := io.ReadAll(io.LimitReader(r.Body, maxRetryBuffer+1))
 			if err != nil {
 				return // downstream went away
 			}
-			if len(b) > maxRetryBuffer {
-				stream, maxRetries = io.MultiReader(bytes.NewReader(b), r.Body), 0
-			} else {
-				body = b
-			}
+			body = b
 		} else {
 			stream, maxRetries = r.Body, 0
 		}
 	}
+	useH2 := cc.upstreamH2 || (cc.useDownstream && r.ProtoMajor == 2)
 	var tried []*host
 	retriesHeld := 0
 	defer func() { c.retries.Add(int64(-retriesHeld)) }()
@@ -428,30 +429,45 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 		if rp != nil && rp.previousHosts {
 			tried = append(tried, h)
 		}
-		tryCtx, cancelTry := ctx, context.CancelFunc(nil)
+		tryDeadline := deadline
 		if rp != nil && rp.perTry > 0 {
-			tryCtx, cancelTry = context.WithTimeout(ctx, rp.perTry)
+			if d := time.Now().Add(rp.perTry); tryDeadline.IsZero() || d.Before(tryDeadline) {
+				tryDeadline = d
+			}
 		}
-		out := upstreamRequest(tryCtx, r, h.addr)
+		var reqBody io.Reader
+		contentLength := r.ContentLength
 		switch {
 		case body != nil:
-			out.Body = io.NopCloser(bytes.NewReader(body))
+			reqBody, contentLength = bytes.NewReader(body), int64(len(body))
 		case stream != nil:
-			out.Body = io.NopCloser(stream)
+			reqBody = stream
 		}
 		h.active.Add(1)
 		h.rqTotal.Add(1)
 		st.Total.Inc()
 		t0 := time.Now()
-		resp, err := c.transportFor(cc, r.ProtoMajor).RoundTrip(out)
+		var resp *http.Response
+		var err error
+		cancelTry := context.CancelFunc(nil)
+		if useH2 {
+			ctx := r.Context()
+			if !tryDeadline.IsZero() {
+				ctx, cancelTry = context.WithDeadline(ctx, tryDeadline)
+			}
+			out := upstreamRequest(ctx, r, h.addr, reqBody, contentLength)
+			resp, err = c.tr.Load().h2.RoundTrip(out)
+		} else {
+			resp, err = h.pool.do(r.Context(), r, reqBody, contentLength, cc.connectTimeout, tryDeadline)
+		}
 		retry := false
 		if err != nil {
 			h.active.Add(-1)
 			h.rqErrors.Add(1)
-			f := classify(err, ctx, tryCtx, r.Context())
 			if cancelTry != nil {
 				cancelTry()
 			}
+			f := classify(err, deadline, r.Context())
 			code, msg := http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 			switch f {
 			case failDownstream:
@@ -512,14 +528,19 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 			}
 			retriesHeld++
 			st.Retry.Inc()
-			t := time.NewTimer(rp.backoff(attempt))
+			wait := rp.backoff(attempt)
+			timedOut := !deadline.IsZero() && time.Now().Add(wait).After(deadline)
+			if timedOut {
+				wait = time.Until(deadline)
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
-			case <-ctx.Done():
+			case <-r.Context().Done():
 				t.Stop()
-				if r.Context().Err() != nil {
-					return
-				}
+				return
+			}
+			if timedOut {
 				st.Timeout.Inc()
 				st.Response(http.StatusGatewayTimeout, -1)
 				localReply(w, http.StatusGatewayTimeout, "upstream request timeout")
@@ -531,7 +552,8 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 
 var trueValue = []string{"true"}
 
-func upstreamRequest(ctx context.Context, r *http.Request, addr string) *http.Request {
+// upstreamRequest builds the request for an HTTP/2 (h2c) upstream.
+func upstreamRequest(ctx context.Context, r *http.Request, addr string, body io.Reader, contentLength int64) *http.Request {
 	u := *r.URL
 	u.Scheme, u.Host = "http", addr
 	out := &http.Request{
@@ -542,9 +564,11 @@ func upstreamRequest(ctx context.Context, r *http.Request, addr string) *http.Re
 		ProtoMinor:    1,
 		Header:        r.Header,
 		Host:          r.Host,
-		ContentLength: r.ContentLength,
+		ContentLength: contentLength,
 	}
-	if r.Body == http.NoBody || r.ContentLength == 0 {
+	if body != nil {
+		out.Body = io.NopCloser(body)
+	} else {
 		out.ContentLength = 0
 	}
 	return out.WithContext(ctx)
