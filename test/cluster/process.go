@@ -1,0 +1,89 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// process is a child program in its own process group. The group is killed
+// on Stop, and the child gets SIGKILL when the process that started it dies.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+	err  error
+}
+
+// childAttr is the SysProcAttr of every child: its own process group, and
+// SIGKILL when its parent dies.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// startProcess runs bin with args, stdout and stderr appended to logPath.
+func startProcess(name, logPath, bin string, args, env []string) (*process, error) {
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, fmt.Errorf("failed to create the log folder of %s: %w", name, err)
+	}
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open the log of %s: %w", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = env
+	cmd.SysProcAttr = childAttr()
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("failed to start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		_ = logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid is the process id, which is also its process group id.
+func (p *process) Pid() int { return p.cmd.Process.Pid }
+
+// Exited is closed when the process has exited.
+func (p *process) Exited() <-chan struct{} { return p.done }
+
+// exitError describes how the process ended; call only after Exited.
+func (p *process) exitError() error {
+	if p.err == nil {
+		return fmt.Errorf("%s exited", p.name)
+	}
+	return fmt.Errorf("%s exited: %w", p.name, p.err)
+}
+
+// Stop sends SIGTERM to the process group, SIGKILL after grace, and waits
+// until the process has exited. Members of the group left behind by the
+// leader are killed too.
+func (p *process) Stop(grace time.Duration) error {
+	pgid := p.Pid()
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, pgid)
+		}
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("failed to kill what is left of %s: %w", p.name, err)
+	}
+	return nil
+}
