@@ -19,7 +19,7 @@ import (
 // pki holds the file names of the keys and certificates of a cluster.
 type pki struct {
 	CACert, ServingCert, ServingKey, SAKey, SAPub string
-	caPEM                                        []byte
+	caPEM                                         []byte
 }
 
 // writePKI generates a CA, a serving certificate for the API server signed
