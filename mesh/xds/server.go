@@ -209,8 +209,8 @@ func (s *Server) Start(ctx context.Context) error {
 // Serve serves xDS on lis and rebuilds the snapshot on every trigger until
 // ctx ends; then it stops the gRPC server and returns.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	log, err := logr.FromContext(ctx)
-	if err != nil {
+	log, noLogger := logr.FromContext(ctx)
+	if noLogger != nil {
 		log = s.opts.Logger
 	}
 	log = log.WithName("xds")
@@ -232,6 +232,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	go func() { serveErr <- g.Serve(lis) }()
 	log.Info("serving xDS", "address", lis.Addr().String())
 
+	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
