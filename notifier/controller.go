@@ -1,0 +1,344 @@
+package notifier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	weirv1 "github.com/weir-dev/weir/canary/v1alpha1"
+)
+
+// NotifiedAnnotationPrefix starts the annotation the notifier puts on an
+// Event once its message was delivered to a provider (or rejected by it for
+// good): weir.dev/notified-<provider>. Annotated Events are never sent
+// again to that provider, also not by a restarted controller.
+const NotifiedAnnotationPrefix = weirv1.AnnotationPrefix + "notified-"
+
+// Values of the notified annotation.
+const (
+	NotifiedSent     = "sent"
+	NotifiedRejected = "rejected"
+)
+
+// involvedUIDIndex indexes the Event cache by the Canary's UID.
+const involvedUIDIndex = "involvedObject.uid"
+
+// invalidName matches what may not appear in an annotation's name part.
+var invalidName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// NotifiedAnnotation is the annotation that marks an Event as delivered to
+// provider, e.g. weir.dev/notified-test.slack. Long names are shortened
+// with a hash to fit the 63 characters of an annotation name.
+func NotifiedAnnotation(provider string) string {
+	const limit = 63 - len("notified-")
+	name := invalidName.ReplaceAllString(provider, ".")
+	if len(name) > limit {
+		sum := sha256.Sum256([]byte(provider))
+		name = name[:limit-9] + "-" + hex.EncodeToString(sum[:4])
+	}
+	return NotifiedAnnotationPrefix + name
+}
+
+// Controller watches the Events recorded on Canaries and hands the ones
+// worth a message to the Dispatcher. Its reconcile only reads caches and
+// enqueues; it never waits for a sink.
+type Controller struct {
+	// Events reads the cache of Canary Events, indexed by involvedObject.uid.
+	Events client.Reader
+	// Client reads Canaries and patches the notified mark onto Events.
+	Client client.Client
+	// Resolver turns a Canary's alerts into sinks.
+	Resolver *Resolver
+	// Dispatcher delivers in the background.
+	Dispatcher *Dispatcher
+	// Recorder records AlertProviderInvalid on the Canary.
+	Recorder record.EventRecorder
+	// Rules decide which Events are sent.
+	Rules Rules
+	// MaxAge skips Events last recorded longer ago than this (zero: none
+	// are skipped), so a first start does not replay the past hour.
+	MaxAge time.Duration
+	// Clock tells the time for MaxAge.
+	Clock clock.PassiveClock
+
+	mu sync.Mutex
+	// claimed holds the keys of messages in flight or sent by this process,
+	// with when they were claimed.
+	claimed map[string]time.Time
+}
+
+// Reconcile looks at one Event.
+func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var kev corev1.Event
+	if err := c.Events.Get(ctx, req.NamespacedName, &kev); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	ev, ok := c.Rules.FromKubeEvent(&kev)
+	if !ok {
+		return ctrl.Result{}, nil
+	}
+	log := ctrl.LoggerFrom(ctx).WithValues("canary", ev.Canary.String(), "reason", ev.Reason)
+	if c.MaxAge > 0 && c.Clock != nil && c.Clock.Since(ev.Time) > c.MaxAge {
+		log.V(1).Info("event too old to notify", "age", c.Clock.Since(ev.Time).String())
+		return ctrl.Result{}, nil
+	}
+	var canary weirv1.Canary
+	if err := c.Client.Get(ctx, ev.Canary, &canary); err != nil {
+		if apierrors.IsNotFound(err) {
+			log.V(1).Info("canary gone, event not sent")
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("failed to get canary %s: %w", ev.Canary, err)
+	}
+	if kev.InvolvedObject.UID != "" && kev.InvolvedObject.UID != canary.UID {
+		return ctrl.Result{}, nil // an earlier Canary of the same name
+	}
+	ev.Target = canary.Spec.TargetRef.Kind + "/" + canary.Spec.TargetRef.Name
+
+	targets, problems := c.Resolver.Resolve(ctx, &canary)
+	for _, p := range problems {
+		notificationsTotal.WithLabelValues(p.Provider, ResultInvalid).Inc()
+		c.Recorder.AnnotatedEventf(&canary, map[string]string{weirv1.AnnotationTransition: "alert/" + p.Alert},
+			corev1.EventTypeWarning, weirv1.EventAlertProviderInvalid,
+			"alert %s: %v; its messages are not sent until this is fixed", p.Alert, p.Err)
+	}
+	for _, t := range targets {
+		if ev.Severity < t.MinSeverity {
+			continue
+		}
+		mark := NotifiedAnnotation(t.Provider)
+		if _, done := kev.Annotations[mark]; done {
+			continue
+		}
+		sent, err := c.sentBefore(ctx, &kev, mark)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if sent {
+			continue
+		}
+		key := dedupKey(&kev, t.Provider)
+		if !c.claim(key) {
+			continue
+		}
+		c.Dispatcher.Enqueue(Delivery{
+			Provider: t.Provider,
+			Sink:     t.Sink,
+			Event:    ev,
+			Done:     c.done(types.NamespacedName{Namespace: kev.Namespace, Name: kev.Name}, mark, key),
+		})
+	}
+	return ctrl.Result{}, nil
+}
+
+// dedupKey identifies a message: the Canary, revision and transition of
+// the Event (or the Event itself when it names no transition) and the
+// provider.
+func dedupKey(kev *corev1.Event, provider string) string {
+	tr := kev.Annotations[weirv1.AnnotationTransition]
+	if tr == "" {
+		return "uid/" + string(kev.UID) + "/" + provider
+	}
+	return kev.InvolvedObject.Namespace + "/" + kev.InvolvedObject.Name + "/" +
+		kev.Annotations[weirv1.AnnotationRevision] + "/" + tr + "/" + provider
+}
+
+// sentBefore reports whether another Event of the same Canary reporting the
+// same revision and transition already carries mark: the reconciler may
+// record one transition twice (e.g. after its own restart).
+func (c *Controller) sentBefore(ctx context.Context, kev *corev1.Event, mark string) (bool, error) {
+	tr := kev.Annotations[weirv1.AnnotationTransition]
+	if tr == "" || kev.InvolvedObject.UID == "" {
+		return false, nil
+	}
+	var list corev1.EventList
+	if err := c.Events.List(ctx, &list, client.InNamespace(kev.Namespace),
+		client.MatchingFields{involvedUIDIndex: string(kev.InvolvedObject.UID)}); err != nil {
+		return false, fmt.Errorf("failed to list events of canary %s: %w", kev.InvolvedObject.Name, err)
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		if o.UID == kev.UID || o.Annotations[mark] == "" {
+			continue
+		}
+		if o.Annotations[weirv1.AnnotationTransition] == tr &&
+			o.Annotations[weirv1.AnnotationRevision] == kev.Annotations[weirv1.AnnotationRevision] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// claim takes key for this process; false when it is already taken.
+func (c *Controller) claim(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.claimed == nil {
+		c.claimed = map[string]time.Time{}
+	}
+	now := time.Now()
+	for k, at := range c.claimed {
+		if now.Sub(at) > 3*time.Hour { // Events live one hour by default.
+			delete(c.claimed, k)
+		}
+	}
+	if _, ok := c.claimed[key]; ok {
+		return false
+	}
+	c.claimed[key] = now
+	return true
+}
+
+// release gives key back, so that a later update of the Event, or another
+// Event of the same transition, may try again.
+func (c *Controller) release(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.claimed, key)
+}
+
+// done returns the Delivery callback: a delivered (or for good rejected)
+// message marks its Event with the notified annotation; one that was not
+// delivered releases its key and leaves the Event unmarked, so the next
+// start tries again.
+func (c *Controller) done(event types.NamespacedName, mark, key string) func(context.Context, error) {
+	return func(ctx context.Context, err error) {
+		value := NotifiedSent
+		if err != nil {
+			var derr *DeliveryError
+			if !errors.As(err, &derr) || !derr.Permanent {
+				c.release(key)
+				return
+			}
+			value = NotifiedRejected
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log := ctrl.LoggerFrom(ctx).WithValues("event", event.String())
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{mark: value}}})
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		obj := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: event.Namespace, Name: event.Name}}
+		if err := c.Client.Patch(pctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+			// Still claimed: this process does not resend; a restart might.
+			log.Error(err, "failed to mark event as notified", "annotation", mark)
+		}
+	}
+}
+
+// Options configure the notifier.
+type Options struct {
+	// Rules decide which Events are sent.
+	Rules Rules
+	// Default is the global Slack sink for Canaries without alerts; unused
+	// when it names neither a webhook URL nor a token.
+	Default SlackOptions
+	// SlackAPIURL is the Web API base URL for token-based Slack providers
+	// without an address of their own (enterprise gateways, tests).
+	SlackAPIURL string
+	// Queue tunes delivery.
+	Queue QueueOptions
+	// MaxAge skips Events older than this; zero keeps all.
+	MaxAge time.Duration
+	// HTTPClient sends to the sinks; a client of its own when nil.
+	HTTPClient *http.Client
+}
+
+// Setup adds the notifier to mgr: a cache of the Events whose
+// involvedObject is a weir Canary, the Controller over it, and the
+// Dispatcher.
+func Setup(mgr ctrl.Manager, o Options) error {
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	var def Notifier
+	if o.Default.WebhookURL != "" || o.Default.Token != "" {
+		d := o.Default
+		d.HTTPClient = hc
+		if d.APIURL == "" {
+			d.APIURL = o.SlackAPIURL
+		}
+		s, err := NewSlack(d)
+		if err != nil {
+			return fmt.Errorf("failed to configure the default slack notifier: %w", err)
+		}
+		def = s
+	}
+
+	events, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme: mgr.GetScheme(),
+		Mapper: mgr.GetRESTMapper(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Event{}: {Field: fields.SelectorFromSet(fields.Set{
+				"involvedObject.kind":       weirv1.CanaryKind,
+				"involvedObject.apiVersion": weirv1.GroupVersion.String(),
+			})},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create the event cache: %w", err)
+	}
+	if err := events.IndexField(context.Background(), &corev1.Event{}, involvedUIDIndex, func(o client.Object) []string {
+		return []string{string(o.(*corev1.Event).InvolvedObject.UID)}
+	}); err != nil {
+		return fmt.Errorf("failed to index events: %w", err)
+	}
+	if err := mgr.Add(events); err != nil {
+		return fmt.Errorf("failed to add the event cache: %w", err)
+	}
+
+	d := NewDispatcher(o.Queue)
+	if err := mgr.Add(d); err != nil {
+		return fmt.Errorf("failed to add the notification dispatcher: %w", err)
+	}
+	c := &Controller{
+		Events: events,
+		Client: mgr.GetClient(),
+		Resolver: &Resolver{
+			Client:      mgr.GetClient(),
+			Secrets:     mgr.GetAPIReader(),
+			HTTPClient:  hc,
+			SlackAPIURL: o.SlackAPIURL,
+			Default:     def,
+		},
+		Dispatcher: d,
+		Recorder:   mgr.GetEventRecorderFor("weir-notifier"), //nolint:staticcheck // core/v1 Events, like the reconciler's.
+		Rules:      o.Rules,
+		MaxAge:     o.MaxAge,
+		Clock:      clock.RealClock{},
+	}
+	isCanaryEvent := predicate.NewTypedPredicateFuncs(func(e *corev1.Event) bool { return IsCanaryEvent(e) })
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("notifier").
+		WatchesRawSource(source.Kind(events, &corev1.Event{}, &handler.TypedEnqueueRequestForObject[*corev1.Event]{}, isCanaryEvent)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		Complete(c)
+	if err != nil {
+		return fmt.Errorf("failed to set up the notifier controller: %w", err)
+	}
+	return nil
+}

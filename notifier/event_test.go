@@ -1,0 +1,166 @@
+package notifier
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	weirv1 "github.com/weir-dev/weir/canary/v1alpha1"
+)
+
+func TestFromKubeEvent(t *testing.T) {
+	r := rev(revNew, imgNew, imgOld)
+	tests := []struct {
+		name       string
+		rules      Rules
+		step       step
+		wantSend   bool
+		wantSev    Severity
+		wantHead   string
+		wantFields []Field
+	}{
+		{
+			name: "new revision", step: newStep(weirv1.EventNewRevision, "New revision", r, weight("0")),
+			wantSend: true, wantSev: SeverityInfo, wantHead: "podinfo.test new revision detected, analysis starting",
+			wantFields: []Field{{"New revision", imgNew + " (7d9f8c6b5a)"}, {"Old revision", imgOld}, {"Weight", "0%"}},
+		},
+		{
+			name: "weight advanced is off by default", step: newStep(weirv1.EventWeightAdvanced, "Advance", r, weight("10")),
+		},
+		{
+			name: "weight advanced when asked", rules: Rules{WeightAdvanced: true},
+			step:     newStep(weirv1.EventWeightAdvanced, "Advance", r, weight("10")),
+			wantSend: true, wantSev: SeverityInfo, wantHead: "podinfo.test weight advanced",
+			wantFields: []Field{{"New revision", imgNew + " (7d9f8c6b5a)"}, {"Old revision", imgOld}, {"Weight", "10%"}},
+		},
+		{
+			name: "check failed names metric, value and bound",
+			step: newStep(weirv1.EventCheckFailed, "below", r, weight("10"), checks("1", "5"),
+				failedCheck(weirv1.MetricRequestSuccessRate, "91.5", ">= 99", "OutOfRange")),
+			wantSend: true, wantSev: SeverityWarn, wantHead: "podinfo.test check failed: request-success-rate",
+			wantFields: []Field{
+				{"New revision", imgNew + " (7d9f8c6b5a)"}, {"Old revision", imgOld}, {"Weight", "10%"},
+				{"Failed checks", "1/5"}, {"Metric", "request-success-rate"}, {"Value", "91.5"}, {"Bound", ">= 99"},
+			},
+		},
+		{
+			name:     "check without data says so",
+			step:     newStep(weirv1.EventCheckFailed, "no data", checks("1", "5"), failedCheck("request-duration", "", "<= 500", "NoData")),
+			wantSend: true, wantSev: SeverityWarn, wantHead: "podinfo.test check failed: request-duration",
+			wantFields: []Field{{"Failed checks", "1/5"}, {"Metric", "request-duration"}, {"Value", "no data"}, {"Bound", "<= 500"}},
+		},
+		{
+			name:     "rollback on progress deadline says why",
+			step:     newStep(weirv1.EventRolledBack, "not ready", r, weight("0"), cause(weirv1.RollbackCauseProgressDeadline)),
+			wantSend: true, wantSev: SeverityError, wantHead: "podinfo.test rolled back",
+			wantFields: []Field{
+				{"New revision", imgNew + " (7d9f8c6b5a)"}, {"Old revision", imgOld}, {"Weight", "0%"},
+				{"Cause", "the new version was not ready within the progress deadline"},
+			},
+		},
+		{
+			name:     "progress deadline exceeded",
+			step:     newStep(weirv1.EventProgressDeadlineExceeded, "canary not ready after 10m", r),
+			wantSend: true, wantSev: SeverityError, wantHead: "podinfo.test progress deadline exceeded",
+			wantFields: []Field{{"New revision", imgNew + " (7d9f8c6b5a)"}, {"Old revision", imgOld}},
+		},
+		{
+			name: "waiting for confirmation", step: newStep(weirv1.EventWaitingForConfirmation, "3 of 4 sidecars", weight("50")),
+			wantSend: true, wantSev: SeverityWarn, wantHead: "podinfo.test waiting for the data plane to confirm the weight",
+			wantFields: []Field{{"Weight", "50%"}},
+		},
+		{name: "promoting is followed by promoted", step: newStep(weirv1.EventPromoting, "copying", r)},
+		{name: "initialized is not sent", step: newStep(weirv1.EventInitialized, "ready", r)},
+		{name: "the notifier's own problems are not sent", step: newStep(weirv1.EventAlertProviderInvalid, "missing")},
+		{name: "unknown reasons are not sent", step: newStep("Scaled", "whatever")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, send := tt.rules.FromKubeEvent(kubeEvent("test", "podinfo", tt.step))
+			if send != tt.wantSend {
+				t.Fatalf("send = %v, want %v", send, tt.wantSend)
+			}
+			if !send {
+				return
+			}
+			if ev.Severity != tt.wantSev {
+				t.Errorf("severity = %v, want %v", ev.Severity, tt.wantSev)
+			}
+			if got := ev.Headline(); got != tt.wantHead {
+				t.Errorf("headline = %q, want %q", got, tt.wantHead)
+			}
+			if diff := cmp.Diff(tt.wantFields, ev.Fields()); diff != "" {
+				t.Errorf("fields (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestFromKubeEventIgnoresOtherObjects(t *testing.T) {
+	kev := kubeEvent("test", "podinfo", newStep(weirv1.EventRolledBack, "x"))
+	kev.InvolvedObject.APIVersion, kev.InvolvedObject.Kind = "flagger.app/v1beta1", "Canary"
+	if _, send := (Rules{}).FromKubeEvent(kev); send {
+		t.Error("a Flagger Canary's event was taken for weir's")
+	}
+}
+
+func TestParseSeverity(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Severity
+		wantErr bool
+	}{
+		{"", SeverityInfo, false},
+		{"info", SeverityInfo, false},
+		{"warn", SeverityWarn, false},
+		{"error", SeverityError, false},
+		{"critical", 0, true},
+		{"Error", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseSeverity(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseSeverity(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestNotifiedAnnotation(t *testing.T) {
+	long := strings.Repeat("a", 63) + "/" + strings.Repeat("b", 200)
+	tests := []struct{ provider, want string }{
+		{DefaultProvider, "weir.dev/notified-default"},
+		{"test/slack", "weir.dev/notified-test.slack"},
+		{long, "weir.dev/notified-" + strings.Repeat("a", 45) + "-" + NotifiedAnnotation(long)[len(NotifiedAnnotation(long))-8:]},
+	}
+	for _, tt := range tests {
+		got := NotifiedAnnotation(tt.provider)
+		if got != tt.want {
+			t.Errorf("NotifiedAnnotation(%q) = %q, want %q", tt.provider, got, tt.want)
+		}
+		if name := strings.TrimPrefix(got, weirv1.AnnotationPrefix); len(name) > 63 {
+			t.Errorf("annotation name %q longer than 63", name)
+		}
+	}
+	if NotifiedAnnotation(long) == NotifiedAnnotation(long+"c") {
+		t.Error("two long provider names share an annotation")
+	}
+}
+
+func TestSlackMessage(t *testing.T) {
+	ev, _ := Rules{Cluster: "prod-eu"}.FromKubeEvent(kubeEvent("test", "podinfo", rollback()[4]))
+	ev.Target = "Deployment/podinfo"
+	text, att := SlackMessage(ev)
+	if att.Color != severityColors[SeverityError] {
+		t.Errorf("colour = %q, want the error colour", att.Color)
+	}
+	if !strings.HasPrefix(text, "podinfo.test rolled back: ") || !strings.Contains(text, "Bound: &gt;= 99") || !strings.Contains(text, "Cluster: prod-eu") {
+		t.Errorf("fallback text lacks the headline, an escaped bound or the cluster:\n%s", text)
+	}
+	if att.Fallback != text {
+		t.Error("attachment fallback differs from the text")
+	}
+	if n := len(att.Blocks.BlockSet); n != 3 {
+		t.Errorf("got %d blocks, want headline, fields and context", n)
+	}
+}
