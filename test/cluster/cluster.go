@@ -261,15 +261,15 @@ func (c *Cluster) stop() error {
 		<-c.agentDone
 		errs = append(errs, c.agent.stopAll(c.opts.StopGrace))
 	}
+	if c.discovery != nil {
+		errs = append(errs, c.discovery.Close())
+	}
 	c.mu.Lock()
 	procs := c.procs
 	c.procs = nil
 	c.mu.Unlock()
 	for i := len(procs) - 1; i >= 0; i-- {
 		errs = append(errs, procs[i].Stop(10*time.Second))
-	}
-	if c.discovery != nil {
-		errs = append(errs, c.discovery.Close())
 	}
 	if c.slack != nil {
 		errs = append(errs, c.slack.Close())

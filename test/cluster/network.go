@@ -1,13 +1,17 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -51,6 +55,7 @@ func newPodNetwork(ctx context.Context, cidr string) (*podNetwork, error) {
 		}
 		return makeLocal(ctx, prefix.Masked())
 	}
+	reapStaleRoutes(ctx)
 	var errs []error
 	for range 8 {
 		third := rand.IntN(256)
@@ -76,7 +81,65 @@ func makeLocal(ctx context.Context, prefix netip.Prefix) (*podNetwork, error) {
 		return nil, err
 	}
 	n.routed = true
+	claimRoute(prefix)
 	return n, nil
+}
+
+// routeOwners is where each added route is recorded with the identity of
+// the process that added it, so that a route left behind by a process that
+// was killed is removed by the next cluster that starts.
+func routeOwners() string { return filepath.Join(os.TempDir(), "weir-local-routes") }
+
+// routeFile is the owner record of prefix.
+func routeFile(prefix netip.Prefix) string {
+	return filepath.Join(routeOwners(), strings.ReplaceAll(prefix.String(), "/", "_"))
+}
+
+// claimRoute records this process as the owner of prefix's route.
+func claimRoute(prefix netip.Prefix) {
+	if err := os.MkdirAll(routeOwners(), 0o755); err != nil {
+		return
+	}
+	_ = os.WriteFile(routeFile(prefix), []byte(processIdentity(os.Getpid())), 0o644)
+}
+
+// reapStaleRoutes removes the routes whose owner process is gone.
+func reapStaleRoutes(ctx context.Context) {
+	entries, err := os.ReadDir(routeOwners())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		path := filepath.Join(routeOwners(), e.Name())
+		owner, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		pid, _, _ := strings.Cut(string(owner), " ")
+		n, err := strconv.Atoi(pid)
+		if err != nil || processIdentity(n) == string(owner) {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(strings.ReplaceAll(e.Name(), "_", "/"))
+		if err == nil {
+			_ = ipRoute(ctx, "del", prefix)
+		}
+		_ = os.Remove(path)
+	}
+}
+
+// processIdentity is "pid starttime" of a live process, or "" when it is
+// gone: unlike a bare pid it does not match a later process reusing the id.
+func processIdentity(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(fields) < 20 || fields[0] == "Z" {
+		return ""
+	}
+	return strconv.Itoa(pid) + " " + fields[19]
 }
 
 // ipRoute adds or deletes the local route of prefix on lo.
@@ -95,6 +158,7 @@ func (n *podNetwork) Close(ctx context.Context) error {
 		return nil
 	}
 	n.routed = false
+	_ = os.Remove(routeFile(n.prefix))
 	return ipRoute(ctx, "del", n.prefix)
 }
 
