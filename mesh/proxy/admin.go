@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 
@@ -12,7 +13,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// AdminHandler serves /stats/prometheus, /ready, /config_dump and /clusters.
+// AdminHandler serves /stats/prometheus, /ready, /config_dump, /clusters and
+// /debug/pprof/ (the admin address is loopback by default).
 func (p *Proxy) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /stats/prometheus", p.stats.Handler())
@@ -25,6 +27,8 @@ func (p *Proxy) AdminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /config_dump", p.serveConfigDump)
 	mux.HandleFunc("GET /clusters", p.serveClusters)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	return mux
 }
 

@@ -28,7 +28,7 @@ type handler struct {
 // Envoy's default per-connection buffer limit.
 const maxRetryBuffer = 1 << 20
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // hopHeaders are removed in both directions (canonical keys).
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Transfer-Encoding", "Upgrade"}

@@ -56,7 +56,7 @@ func (p *h1Pool) get(ctx context.Context, connectTimeout time.Duration, deadline
 	if err != nil {
 		return nil, false, err
 	}
-	return &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 8<<10)}, false, nil
+	return &h1Conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
 }
 
 func (p *h1Pool) put(c *h1Conn) {

@@ -66,6 +66,7 @@ type leg struct {
 	rps      float64
 	p50, p99 time.Duration
 	rssKB    int64
+	anonKB   int64
 	fixedP50 time.Duration
 	fixedP99 time.Duration
 	fixedErr int
@@ -75,6 +76,8 @@ func run() error {
 	duration := flag.Duration("duration", 10*time.Second, "wrk duration per leg")
 	fixedFor := flag.Duration("fixed-duration", 5*time.Second, "duration of the 1,000 rps run per leg")
 	conns := flag.Int("connections", 64, "wrk connections")
+	memLimit := flag.String("proxy-memory-limit", "", "weir-proxy's --memory-limit (bytes); empty keeps its default")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of weir-proxy under wrk to this file")
 	flag.Parse()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -127,7 +130,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	weir := exec.Command(bin, "--xds-address", xdsLn.Addr().String(), "--node-id", "bench", "--admin-address", fmt.Sprintf("127.0.0.1:%d", adminPort))
+	args := []string{"--xds-address", xdsLn.Addr().String(), "--node-id", "bench", "--admin-address", fmt.Sprintf("127.0.0.1:%d", adminPort)}
+	if *memLimit != "" {
+		args = append(args, "--memory-limit", *memLimit)
+	}
+	weir := exec.Command(bin, args...)
 	weirLog, err := os.Create(filepath.Join(tmp, "weir-proxy.log"))
 	if err != nil {
 		return fmt.Errorf("failed to create log: %w", err)
@@ -173,31 +180,35 @@ func run() error {
 			return fmt.Errorf("%s: %w", l.name, err)
 		}
 		fmt.Fprintf(os.Stderr, "wrk %s for %v...\n", l.name, *duration)
+		if l.name == "weir-proxy" && *profile != "" {
+			go saveProfile(hc, adminPort, *duration, *profile)
+		}
 		if err := runWrk(ctx, l, *duration, *conns); err != nil {
 			return fmt.Errorf("%s: %w", l.name, err)
 		}
 		if pid, ok := pids[l.name]; ok {
-			l.rssKB = treeRSS(pid)
+			l.rssKB, l.anonKB = treeRSS(pid, "VmRSS:"), treeRSS(pid, "RssAnon:")
 		}
 		fmt.Fprintf(os.Stderr, "1000 rps %s for %v...\n", l.name, *fixedFor)
 		l.fixedP50, l.fixedP99, l.fixedErr = fixedRate(ctx, l.url, 1000, *fixedFor)
 		if pid, ok := pids[l.name]; ok {
-			l.rssKB = max(l.rssKB, treeRSS(pid))
+			l.rssKB, l.anonKB = max(l.rssKB, treeRSS(pid, "VmRSS:")), max(l.anonKB, treeRSS(pid, "RssAnon:"))
 		}
 	}
 
 	fmt.Printf("\nweir-proxy bench: one Go backend on loopback, wrk -t2 -c%d -d%v, Host: podinfo (weighted route 90/10 + outlier detection in weir-proxy)\n\n", *conns, *duration)
-	fmt.Printf("%-11s %12s %10s %10s %10s   %s\n", "path", "requests/s", "p50", "p99", "RSS", "1,000 rps p50 / p99 (errors)")
+	fmt.Printf("%-11s %12s %10s %10s %20s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "1,000 rps p50 / p99 (errors)")
 	for _, l := range legs {
 		rss := "-"
 		if l.rssKB > 0 {
-			rss = fmt.Sprintf("%.1f MB", float64(l.rssKB)/1024)
+			rss = fmt.Sprintf("%.1f MB (%.1f MB)", float64(l.rssKB)/1024, float64(l.anonKB)/1024)
 		}
-		fmt.Printf("%-11s %12.0f %10v %10v %10s   %v / %v (%d)\n", l.name, l.rps, l.p50, l.p99, rss, l.fixedP50, l.fixedP99, l.fixedErr)
+		fmt.Printf("%-11s %12.0f %10v %10v %20s   %v / %v (%d)\n", l.name, l.rps, l.p50, l.p99, rss, l.fixedP50, l.fixedP99, l.fixedErr)
 	}
 	direct, w, n := legs[0], legs[1], legs[2]
 	fmt.Printf("\nweir-proxy / nginx throughput: %.2f\n", w.rps/n.rps)
-	fmt.Printf("p99 added at 1,000 rps: weir-proxy %v, nginx %v (vs direct p99 %v)\n", w.fixedP99-direct.fixedP99, n.fixedP99-direct.fixedP99, direct.fixedP99)
+	fmt.Printf("added at 1,000 rps: weir-proxy p50 %v p99 %v; nginx p50 %v p99 %v (direct p50 %v p99 %v)\n",
+		w.fixedP50-direct.fixedP50, w.fixedP99-direct.fixedP99, n.fixedP50-direct.fixedP50, n.fixedP99-direct.fixedP99, direct.fixedP50, direct.fixedP99)
 	fmt.Printf("targets: weir-proxy ≥ nginx throughput [%s], p99 added < 1ms [%s], RSS < 30 MB [%s]\n",
 		verdict(w.rps >= n.rps), verdict(w.fixedP99-direct.fixedP99 < time.Millisecond), verdict(w.rssKB < 30*1024))
 	return nil
@@ -396,9 +407,10 @@ func fixedRate(ctx context.Context, url string, rate int, d time.Duration) (time
 	return pct(0.50), pct(0.99), errs
 }
 
-// treeRSS sums VmRSS (kB) of pid and its children (nginx's workers).
-func treeRSS(pid int) int64 {
-	total := rssOf(pid)
+// treeRSS sums a /proc status field (kB: "VmRSS:" or "RssAnon:") of pid
+// and its children (nginx's workers).
+func treeRSS(pid int, field string) int64 {
+	total := rssOf(pid, field)
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
@@ -414,20 +426,20 @@ func treeRSS(pid int) int64 {
 		if i := strings.LastIndexByte(s, ')'); i >= 0 {
 			f := strings.Fields(s[i+1:])
 			if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-				total += rssOf(child)
+				total += rssOf(child, field)
 			}
 		}
 	}
 	return total
 }
 
-func rssOf(pid int) int64 {
+func rssOf(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return n
 		}
@@ -495,4 +507,16 @@ func resources(port int, backend string) map[resource.Type][]types.Resource {
 		})
 	}
 	return out
+}
+
+func saveProfile(_ *http.Client, adminPort int, d time.Duration, path string) {
+	c := &http.Client{Transport: &http.Transport{}, Timeout: d + 10*time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, int(d.Seconds())-1))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	os.WriteFile(path, b, 0o644)
 }
