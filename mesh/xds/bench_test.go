@@ -134,7 +134,7 @@ func runFleet(b *testing.B, clients, perConn, changes int) {
 			b.Fatalf("weight %d confirmed by %d of %d, want all %d", w, conf.Acked, conf.Total, clients)
 		}
 		srv.mu.Lock()
-		published := srv.publishedAt
+		published := srv.routesAt
 		srv.mu.Unlock()
 		total = append(total, conf.Since.Sub(start))
 		publishToAck = append(publishToAck, conf.Since.Sub(published))

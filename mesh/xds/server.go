@@ -16,6 +16,7 @@ import (
 	envoy_service_listener_v3 "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	envoy_service_route_v3 "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
@@ -110,7 +111,10 @@ type Server struct {
 	// current is the last published snapshot; nil before the first.
 	current     *Snapshot
 	publishedAt time.Time
-	converged   bool
+	// routesAt is when the current route version was published, and
+	// converged whether every route subscriber has acknowledged it.
+	routesAt  time.Time
+	converged bool
 	// canaries are the Canaries of the last translation, for Events.
 	canaries map[types.NamespacedName]*weirv1alpha1.Canary
 	// rejected remembers the Events already recorded, so a rebuild or a
@@ -162,7 +166,7 @@ func NewServer(source Source, recorder EventRecorder, metrics *Metrics, opts Opt
 		source:       source,
 		recorder:     recorder,
 		metrics:      metrics,
-		cache:        cache.NewSnapshotCache(false, fleetHash{}, nil),
+		cache:        cache.NewSnapshotCache(false, fleetHash{}, cacheLogger(opts.Logger)),
 		trigger:      make(chan struct{}, 1),
 		canaries:     map[types.NamespacedName]*weirv1alpha1.Canary{},
 		rejected:     map[string]bool{},
@@ -170,6 +174,15 @@ func NewServer(source Source, recorder EventRecorder, metrics *Metrics, opts Opt
 		streams:      map[int64]*streamState{},
 		routeAcks:    map[string]int{},
 		routeWeights: map[string]map[types.NamespacedName]int32{},
+	}
+}
+
+// cacheLogger passes go-control-plane's warnings and errors to log.
+func cacheLogger(log logr.Logger) gcplog.Logger {
+	log = log.WithName("xds-cache")
+	return gcplog.LoggerFuncs{
+		WarnFunc:  func(f string, args ...any) { log.Info(fmt.Sprintf(f, args...)) },
+		ErrorFunc: func(f string, args ...any) { log.Error(nil, fmt.Sprintf(f, args...)) },
 	}
 }
 
@@ -330,7 +343,10 @@ func (s *Server) Rebuild(ctx context.Context) bool {
 		return false
 	}
 	now := s.opts.Now()
-	s.current, s.publishedAt, s.converged = snap, now, false
+	if s.current == nil || s.current.RouteVersion() != snap.RouteVersion() {
+		s.routesAt, s.converged = now, false
+	}
+	s.current, s.publishedAt = snap, now
 	s.routeWeights[snap.RouteVersion()] = out.Weights
 	s.pruneLocked()
 	clear(s.rejected)
@@ -493,7 +509,7 @@ func (s *Server) onRequestLocked(log logr.Logger, id int64, req *envoy_service_d
 	now := s.opts.Now()
 	if s.current != nil && !s.converged && sent.version == s.current.RouteVersion() && s.routeAcks[sent.version] >= s.rdsStreams {
 		s.converged = true
-		s.metrics.Convergence.Observe(now.Sub(s.publishedAt).Seconds())
+		s.metrics.Convergence.Observe(now.Sub(s.routesAt).Seconds())
 	}
 	if had {
 		s.pruneLocked()

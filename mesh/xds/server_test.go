@@ -556,3 +556,49 @@ func value(m prometheus.Metric) float64 {
 	}
 	return out.GetCounter().GetValue()
 }
+
+func TestConfirmFraction(t *testing.T) {
+	h := startServer(t, podinfo(withWeight(0)), Options{ConfirmFraction: 0.5})
+	ctx := testContext(t)
+	release := make(chan struct{})
+	defer close(release)
+	fast := h.client(t, "fast")
+	slow := h.client(t, "slow", func(c *adsClient) {
+		c.hold = func() {
+			if c.latest[resource.RouteType] != nil {
+				<-release
+			}
+		}
+	})
+	for _, c := range []*adsClient{fast, slow} {
+		if err := c.wait(ctx, func(l map[string]*envoy_service_discovery_v3.DiscoveryResponse) bool {
+			return l[resource.RouteType] != nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitConfirmed(ctx, t, h.srv, 0)
+	conf := waitConfirmed(ctx, t, h.srv, 30)
+	if conf.Acked != 1 || conf.Total != 2 {
+		t.Errorf("confirmation = %+v, want 1 of 2 (half the fleet)", conf)
+	}
+}
+
+func TestForgetDropsTheWeight(t *testing.T) {
+	h := startServer(t, podinfo(withWeight(0)), Options{})
+	c := h.client(t, "sidecar-1")
+	ctx := testContext(t)
+	waitConfirmed(ctx, t, h.srv, 40)
+	h.srv.Forget(podinfoKey)
+	// Back to the status weight (0) once the Canary is forgotten.
+	if err := c.wait(ctx, func(l map[string]*envoy_service_discovery_v3.DiscoveryResponse) bool {
+		return cmp.Equal(routeWeights(l[resource.RouteType], "test/podinfo:9898"), map[string]uint32{"test/podinfo-primary:9898": 100})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.mu.Lock()
+	defer h.srv.mu.Unlock()
+	if len(h.srv.desired) != 0 {
+		t.Errorf("desired weights after Forget: %v", h.srv.desired)
+	}
+}
