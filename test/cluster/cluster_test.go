@@ -45,7 +45,7 @@ const (
 // scaling down, an unknown image, and finally Stop leaving nothing behind.
 func TestCluster(t *testing.T) {
 	testenv.Bin(t, "demo-app")
-	c := StartForTest(t)
+	c := StartForTest(t, func(o *Options) { o.Images = map[string]string{"weir.dev/sh": "/bin/sh"} })
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	client := c.Client()
@@ -187,6 +187,8 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("restart policies", func(t *testing.T) { testRestartPolicies(ctx, t, c) })
+	t.Run("grace period ends in SIGKILL", func(t *testing.T) { testGracePeriod(ctx, t, c) })
 	t.Run("two containers share a pod", func(t *testing.T) { testMultiContainerPod(ctx, t, c) })
 	t.Run("service account kubeconfig", func(t *testing.T) { testServiceAccountKubeconfig(ctx, t, c) })
 
@@ -602,6 +604,74 @@ func testMultiContainerPod(ctx context.Context, t *testing.T, c *Cluster) {
 	waitGone(ctx, t, pids)
 	waitFor(ctx, t, "pod pair removed", func() (bool, error) {
 		_, err := c.Client().CoreV1().Pods(testNS).Get(ctx, "pair", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+// shPod is a pod running a shell script through the weir.dev/sh image.
+func shPod(name, script string, policy corev1.RestartPolicy) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNS},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                 policy,
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			Containers:                    []corev1.Container{{Name: "sh", Image: "weir.dev/sh:1", Command: []string{"sh", "-c", script}}},
+		},
+	}
+}
+
+// testRestartPolicies checks that a failed container of a Never pod fails
+// the pod, and that an Always pod's crashing container is restarted with
+// back-off.
+func testRestartPolicies(ctx context.Context, t *testing.T, c *Cluster) {
+	for _, p := range []*corev1.Pod{shPod("fails", "exit 3", corev1.RestartPolicyNever), shPod("crashes", "exit 1", corev1.RestartPolicyAlways)} {
+		if _, err := c.Client().CoreV1().Pods(testNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failed := waitPod(ctx, t, c, "fails", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	cs := failed.Status.ContainerStatuses[0]
+	if cs.State.Terminated == nil || cs.State.Terminated.ExitCode != 3 || cs.RestartCount != 0 {
+		t.Errorf("failed pod's container: %+v", cs)
+	}
+	waitPod(ctx, t, c, "crashes", func(p *corev1.Pod) bool {
+		cs := p.Status.ContainerStatuses
+		return p.Status.Phase == corev1.PodRunning && len(cs) == 1 && cs[0].RestartCount >= 2 &&
+			cs[0].LastTerminationState.Terminated != nil && cs[0].LastTerminationState.Terminated.ExitCode == 1
+	})
+	for _, name := range []string{"fails", "crashes"} {
+		if err := c.Client().CoreV1().Pods(testNS).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// testGracePeriod deletes a pod whose process ignores SIGTERM: it must live
+// through the grace period, then be killed, and the pod removed.
+func testGracePeriod(ctx context.Context, t *testing.T, c *Cluster) {
+	pod := shPod("stubborn", "trap '' TERM; exec sleep 1000", corev1.RestartPolicyAlways)
+	if _, err := c.Client().CoreV1().Pods(testNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running := waitPod(ctx, t, c, "stubborn", func(p *corev1.Pod) bool {
+		cs := p.Status.ContainerStatuses
+		return len(cs) == 1 && cs[0].Ready
+	})
+	pid := podPidsOf(t, *running)[0]
+	deleted := time.Now()
+	if err := c.Client().CoreV1().Pods(testNS).Delete(ctx, "stubborn", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if !processAlive(pid) {
+		t.Errorf("process %d ignoring SIGTERM died before its 2s grace period", pid)
+	}
+	waitGone(ctx, t, map[int]bool{pid: true})
+	if d := time.Since(deleted); d < 2*time.Second {
+		t.Errorf("process gone after %s, before its grace period", d)
+	}
+	waitFor(ctx, t, "pod stubborn removed", func() (bool, error) {
+		_, err := c.Client().CoreV1().Pods(testNS).Get(ctx, "stubborn", metav1.GetOptions{})
 		return apierrors.IsNotFound(err), err
 	})
 }

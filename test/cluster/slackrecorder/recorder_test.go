@@ -156,3 +156,32 @@ func TestHangNext(t *testing.T) {
 		t.Errorf("recorded %+v", msgs)
 	}
 }
+
+func TestPostMessageAsJSON(t *testing.T) {
+	r := startRecorder(t)
+	ctx := testContext(t)
+	body := `{"channel":"C0JSON","text":"json body","attachments":[{"color":"danger","title":"rolled back"}]}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.APIURL()+"chat.postMessage", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("Authorization", "Bearer "+r.Token())
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		OK      bool   `json:"ok"`
+		Channel string `json:"channel"`
+		TS      string `json:"ts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil || !answer.OK || answer.Channel != "C0JSON" || answer.TS == "" {
+		t.Fatalf("answer %+v (%v)", answer, err)
+	}
+	msgs := r.Messages()
+	if len(msgs) != 1 || msgs[0].Text != "json body" || string(msgs[0].Raw) != body || !strings.Contains(string(msgs[0].Attachments), "rolled back") {
+		t.Errorf("recorded %+v", msgs)
+	}
+}
