@@ -123,13 +123,15 @@ func buildListener(l *envoy_config_listener_v3.Listener, bindIP string) (*listen
 	lc.genRequestID = hcm.GetGenerateRequestId() == nil || hcm.GetGenerateRequestId().GetValue()
 	lc.stripAnyPort = hcm.GetStripAnyHostPort()
 	lc.stripMatchPort = hcm.GetStripMatchingHostPort()
+	for _, hf := range hcm.GetHttpFilters() {
+		if hf.GetTypedConfig().GetTypeUrl() != routerFilterType {
+			return nil, fmt.Errorf("unsupported http filter %q (%s): only envoy.filters.http.router", hf.GetName(), hf.GetTypedConfig().GetTypeUrl())
+		}
+	}
 	if len(hcm.GetHttpFilters()) != 1 {
 		return nil, fmt.Errorf("http_filters must be exactly [envoy.filters.http.router], got %d filters", len(hcm.GetHttpFilters()))
 	}
 	hf := hcm.GetHttpFilters()[0]
-	if hf.GetTypedConfig().GetTypeUrl() != routerFilterType {
-		return nil, fmt.Errorf("unsupported http filter %q (%s): only envoy.filters.http.router", hf.GetName(), hf.GetTypedConfig().GetTypeUrl())
-	}
 	router := &envoy_extensions_filters_http_router_v3.Router{}
 	if err := hf.GetTypedConfig().UnmarshalTo(router); err != nil {
 		return nil, fmt.Errorf("failed to decode router filter: %w", err)
