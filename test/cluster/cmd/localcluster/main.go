@@ -57,8 +57,9 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("localcluster", flag.ContinueOnError)
 	dir := fs.String("dir", "", "state and log folder (default .cluster at the repository root)")
 	bin := fs.String("bin", "", "binary folder (default $WEIR_BIN, else bin at the repository root)")
+	podCIDR := fs.String("pod-cidr", "", "where pod addresses come from (default a free /24 of 198.18.0.0/15)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: localcluster [-dir DIR] [-bin DIR] up|down|status")
+		fmt.Fprintln(fs.Output(), "usage: localcluster [-dir DIR] [-bin DIR] [-pod-cidr CIDR] up|down|status")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -73,13 +74,13 @@ func run(args []string) error {
 	}
 	switch fs.Arg(0) {
 	case "up":
-		return up(*dir, *bin)
+		return up(*dir, *bin, *podCIDR)
 	case "down":
 		return down(*dir)
 	case "status":
 		return status(*dir)
 	case "serve":
-		return serve(*dir, *bin)
+		return serve(*dir, *bin, *podCIDR)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", fs.Arg(0))
@@ -127,7 +128,7 @@ func repoRoot() (string, error) {
 
 // up starts `localcluster serve` detached and waits until it published its
 // state, then prints how to reach the cluster.
-func up(dir, bin string) error {
+func up(dir, bin, podCIDR string) error {
 	if pid, ok := runningPid(dir); ok {
 		fmt.Printf("local cluster already running (pid %d)\n", pid)
 		return status(dir)
@@ -147,7 +148,7 @@ func up(dir, bin string) error {
 		return fmt.Errorf("failed to open the log: %w", err)
 	}
 	defer out.Close()
-	cmd := exec.Command(self, "-dir", dir, "-bin", bin, "serve")
+	cmd := exec.Command(self, "-dir", dir, "-bin", bin, "-pod-cidr", podCIDR, "serve")
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -176,10 +177,10 @@ func up(dir, bin string) error {
 }
 
 // serve runs the cluster in the foreground until SIGTERM or SIGINT.
-func serve(dir, bin string) error {
+func serve(dir, bin, podCIDR string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
-	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, BinDir: bin})
+	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, BinDir: bin, PodCIDR: podCIDR})
 	if err != nil {
 		return err
 	}
