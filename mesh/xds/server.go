@@ -106,6 +106,8 @@ type Server struct {
 	metrics  *Metrics
 	cache    cache.SnapshotCache
 	trigger  chan struct{}
+	// rebuildMu serialises rebuilds, so snapshots are published in order.
+	rebuildMu sync.Mutex
 
 	mu sync.Mutex
 	// current is the last published snapshot; nil before the first.
@@ -302,6 +304,8 @@ func (s *Server) rebuildLoop(ctx context.Context) {
 // it fails validation or equals what is published. It reports whether a new
 // snapshot was published.
 func (s *Server) Rebuild(ctx context.Context) bool {
+	s.rebuildMu.Lock()
+	defer s.rebuildMu.Unlock()
 	log := logr.FromContextOrDiscard(ctx)
 	start := time.Now()
 	in, err := s.source.Input(ctx)
