@@ -89,7 +89,7 @@ type Cluster struct {
 	slack         *slackrecorder.Recorder
 
 	mu       sync.Mutex
-	procs    []*process
+	procs    []*Process
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -309,6 +309,10 @@ func (c *Cluster) SlackRecorder() *slackrecorder.Recorder { return c.slack }
 
 // NodeName is the name of the cluster's only node.
 func (c *Cluster) NodeName() string { return c.opts.NodeName }
+
+// NodeIP is the node's address, local like the pods' and reachable from
+// them: the place for servers that pods call, such as the xDS server.
+func (c *Cluster) NodeIP() string { return c.network.NodeIP().String() }
 
 // PodCIDR is the prefix pod addresses come from.
 func (c *Cluster) PodCIDR() string { return c.network.prefix.String() }

@@ -129,8 +129,8 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 
 // startChild starts a component with its log in the log folder and
 // remembers it for Stop.
-func (c *Cluster) startChild(name, bin string, args []string) (*process, error) {
-	p, err := startProcess(name, filepath.Join(c.logDir, name+".log"), bin, args, os.Environ())
+func (c *Cluster) startChild(name, bin string, args []string) (*Process, error) {
+	p, err := StartProcess(name, filepath.Join(c.logDir, name+".log"), bin, args, os.Environ())
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func (c *Cluster) startChild(name, bin string, args []string) (*process, error) 
 }
 
 // waitHealthy polls url until it answers 200, p exits or ctx ends.
-func waitHealthy(ctx context.Context, p *process, client *http.Client, url, token string) error {
+func waitHealthy(ctx context.Context, p *Process, client *http.Client, url, token string) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	var last error

@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// process is a child program in its own process group. The group is killed
-// on Stop, and the child gets SIGKILL when the process that started it dies.
-type process struct {
+// Process is a child program in its own process group. The group is killed
+// on Stop, and the child gets SIGKILL when the process that started it dies
+// (Pdeathsig), so a killed test leaves nothing behind.
+type Process struct {
 	name string
 	cmd  *exec.Cmd
 	log  *os.File
@@ -26,8 +27,9 @@ func childAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
 
-// startProcess runs bin with args, stdout and stderr appended to logPath.
-func startProcess(name, logPath, bin string, args, env []string) (*process, error) {
+// StartProcess runs bin with args and env, stdout and stderr appended to
+// logPath, in its own process group. name is used in errors.
+func StartProcess(name, logPath, bin string, args, env []string) (*Process, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, fmt.Errorf("failed to create the log folder of %s: %w", name, err)
 	}
@@ -43,7 +45,7 @@ func startProcess(name, logPath, bin string, args, env []string) (*process, erro
 		_ = logFile.Close()
 		return nil, fmt.Errorf("failed to start %s: %w", name, err)
 	}
-	p := &process{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
+	p := &Process{name: name, cmd: cmd, log: logFile, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		_ = logFile.Close()
@@ -53,13 +55,27 @@ func startProcess(name, logPath, bin string, args, env []string) (*process, erro
 }
 
 // Pid is the process id, which is also its process group id.
-func (p *process) Pid() int { return p.cmd.Process.Pid }
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Exited is closed when the process has exited.
-func (p *process) Exited() <-chan struct{} { return p.done }
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
+// Kill sends SIGKILL to the process group, as a crash would, and waits
+// until the process has exited.
+func (p *Process) Kill() error {
+	if err := syscall.Kill(-p.Pid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("failed to kill %s: %w", p.name, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.Pid())
+	}
+}
 
 // exitError describes how the process ended; call only after Exited.
-func (p *process) exitError() error {
+func (p *Process) exitError() error {
 	if p.err == nil {
 		return fmt.Errorf("%s exited", p.name)
 	}
@@ -69,7 +85,7 @@ func (p *process) exitError() error {
 // Stop sends SIGTERM to the process group, SIGKILL after grace, and waits
 // until the process has exited. Members of the group left behind by the
 // leader are killed too.
-func (p *process) Stop(grace time.Duration) error {
+func (p *Process) Stop(grace time.Duration) error {
 	pgid := p.Pid()
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
