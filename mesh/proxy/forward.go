@@ -398,12 +398,18 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 	var body []byte
 	var stream io.Reader
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		if maxRetries > 0 && r.ContentLength >= 0 && r.ContentLength <= maxRetryBuffer {
+		if maxRetries > 0 && r.ContentLength <= maxRetryBuffer {
+			// Buffer the body so that a retry can send it again, as Envoy
+			// does up to its buffer limit; a larger body is streamed once.
 			b, err := io.ReadAll(io.LimitReader(r.Body, maxRetryBuffer+1))
 			if err != nil {
 				return // downstream went away
 			}
-			body = b
+			if len(b) > maxRetryBuffer {
+				stream, maxRetries = io.MultiReader(bytes.NewReader(b), r.Body), 0
+			} else {
+				body = b
+			}
 		} else {
 			stream, maxRetries = r.Body, 0
 		}
