@@ -24,14 +24,16 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "weir-proxy:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+// run parses args, then serves until SIGTERM or interrupt and drains.
+func run(args []string) error {
 	hostname, _ := os.Hostname()
+	flag := flag.NewFlagSet("weir-proxy", flag.ContinueOnError)
 	xdsAddress := flag.String("xds-address", "", "host:port of the xDS (ADS) control plane (required)")
 	nodeID := flag.String("node-id", hostname, "xDS node id")
 	nodeCluster := flag.String("node-cluster", "", "xDS node cluster")
@@ -39,7 +41,9 @@ func run() error {
 	bindIP := flag.String("bind-ip", "", "overrides the IP of every listener address")
 	memoryLimit := flag.Int64("memory-limit", 0, "soft limit in bytes for the Go runtime's memory (heap, stacks); 0 keeps Go's default (below ~16 MiB the GC costs throughput); GOMEMLIMIT overrides it")
 	drainTime := flag.Duration("drain-time", 5*time.Second, "after SIGTERM, how long to keep serving with Connection: close before closing listeners")
-	flag.Parse()
+	if err := flag.Parse(args); err != nil {
+		return err
+	}
 	if *xdsAddress == "" {
 		flag.Usage()
 		return errors.New("--xds-address is required")

@@ -257,3 +257,17 @@ func TestDrainFinishesInFlightRequests(t *testing.T) {
 		t.Error("listener still accepts after drain")
 	}
 }
+
+func TestNewClusterIsSubscribedOverEDS(t *testing.T) {
+	e := setup(t)
+	third := addr(backend(t, "third", nil))
+	const thirdName = "test/other-primary:8080"
+	m := e.mesh(withVersion("2"), withEndpoints(thirdName, third))
+	m.weights = map[string]uint32{thirdName: 1}
+	e.cp.publish(t, m)
+	waitVersion(t, e.p, "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "2")
+	eventually(t, "traffic on the new cluster", func() bool {
+		_, be, err := e.client.get(context.Background(), "/")
+		return err == nil && be == "third"
+	})
+}

@@ -476,6 +476,12 @@ func TestInvalidConfigIsNACKedAndOldConfigServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// go-control-plane resends a NACKed version at once; the client backs
+	// off its repeated NACKs instead of spinning.
+	time.Sleep(300 * time.Millisecond)
+	if n := len(e.cp.nacked()); n > 10 {
+		t.Errorf("%d NACKs within ~300ms: the NACK loop is not backed off", n)
+	}
 	if counts["canary"] != 200 {
 		t.Errorf("traffic after the NACK: %v, want all 200 on the old 0/100 route", counts)
 	}
