@@ -204,6 +204,7 @@ func newChecker(t *testing.T, o Options) *Prometheus {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(p.CloseIdleConnections)
 	return p
 }
 

@@ -31,6 +31,7 @@ var ErrNoData = errors.New("no data")
 // concurrent use.
 type Prometheus struct {
 	api     promv1.API
+	http    *http.Client
 	address string
 	timeout time.Duration
 }
@@ -58,12 +59,16 @@ func NewPrometheus(o Options) (*Prometheus, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := api.NewClient(api.Config{Address: o.Address, Client: &http.Client{Transport: rt}})
+	hc := &http.Client{Transport: rt}
+	c, err := api.NewClient(api.Config{Address: o.Address, Client: hc})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create Prometheus client for %s: %w", o.Address, err)
 	}
-	return &Prometheus{api: promv1.NewAPI(c), address: o.Address, timeout: o.Timeout}, nil
+	return &Prometheus{api: promv1.NewAPI(c), http: hc, address: o.Address, timeout: o.Timeout}, nil
 }
+
+// CloseIdleConnections closes the client's idle connections to the server.
+func (p *Prometheus) CloseIdleConnections() { p.http.CloseIdleConnections() }
 
 // Result is one metric's check with what a log line or event wants besides
 // the verdict.
@@ -193,6 +198,7 @@ func Query(ctx context.Context, addr, promql string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer p.CloseIdleConnections()
 	return p.Query(ctx, promql)
 }
 
