@@ -73,10 +73,12 @@ type leg struct {
 }
 
 func run() error {
-	duration := flag.Duration("duration", 10*time.Second, "wrk duration per leg")
+	duration := flag.Duration("duration", 10*time.Second, "wrk time per leg, split into -rounds runs")
+	rounds := flag.Int("rounds", 3, "wrk runs per leg, interleaved across legs; the median is reported (evens out noisy neighbours)")
 	fixedFor := flag.Duration("fixed-duration", 5*time.Second, "duration of the 1,000 rps run per leg")
 	conns := flag.Int("connections", 64, "wrk connections")
 	memLimit := flag.String("proxy-memory-limit", "", "weir-proxy's --memory-limit (bytes); empty keeps its default")
+	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for weir-proxy; 0 keeps Go's default (one per CPU)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of weir-proxy under wrk to this file")
 	flag.Parse()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -135,6 +137,9 @@ func run() error {
 		args = append(args, "--memory-limit", *memLimit)
 	}
 	weir := exec.Command(bin, args...)
+	if *procs > 0 {
+		weir.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", *procs))
+	}
 	weirLog, err := os.Create(filepath.Join(tmp, "weir-proxy.log"))
 	if err != nil {
 		return fmt.Errorf("failed to create log: %w", err)
@@ -175,20 +180,31 @@ func run() error {
 	}
 	pids := map[string]int{"weir-proxy": weir.Process.Pid, "nginx": nginx.Process.Pid}
 	for _, l := range legs {
-		// Check the path works before measuring it.
+		// Check each path works before measuring it.
 		if err := probe(hc, l.url); err != nil {
 			return fmt.Errorf("%s: %w", l.name, err)
 		}
-		fmt.Fprintf(os.Stderr, "wrk %s for %v...\n", l.name, *duration)
-		if l.name == "weir-proxy" && *profile != "" {
-			go saveProfile(hc, adminPort, *duration, *profile)
+	}
+	per := max(time.Second, *duration/time.Duration(*rounds))
+	samples := map[string][]wrkResult{}
+	for round := range *rounds {
+		for _, l := range legs {
+			fmt.Fprintf(os.Stderr, "round %d: wrk %s for %v...\n", round+1, l.name, per)
+			if l.name == "weir-proxy" && *profile != "" && round == 0 {
+				go saveProfile(hc, adminPort, per, *profile)
+			}
+			res, err := runWrk(ctx, l.name, l.url, per, *conns)
+			if err != nil {
+				return fmt.Errorf("%s: %w", l.name, err)
+			}
+			samples[l.name] = append(samples[l.name], res)
+			if pid, ok := pids[l.name]; ok {
+				l.rssKB, l.anonKB = max(l.rssKB, treeRSS(pid, "VmRSS:")), max(l.anonKB, treeRSS(pid, "RssAnon:"))
+			}
 		}
-		if err := runWrk(ctx, l, *duration, *conns); err != nil {
-			return fmt.Errorf("%s: %w", l.name, err)
-		}
-		if pid, ok := pids[l.name]; ok {
-			l.rssKB, l.anonKB = treeRSS(pid, "VmRSS:"), treeRSS(pid, "RssAnon:")
-		}
+	}
+	for _, l := range legs {
+		l.rps, l.p50, l.p99 = median(samples[l.name])
 		fmt.Fprintf(os.Stderr, "1000 rps %s for %v...\n", l.name, *fixedFor)
 		l.fixedP50, l.fixedP99, l.fixedErr = fixedRate(ctx, l.url, 1000, *fixedFor)
 		if pid, ok := pids[l.name]; ok {
@@ -196,7 +212,7 @@ func run() error {
 		}
 	}
 
-	fmt.Printf("\nweir-proxy bench: one Go backend on loopback, wrk -t2 -c%d -d%v, Host: podinfo (weighted route 90/10 + outlier detection in weir-proxy)\n\n", *conns, *duration)
+	fmt.Printf("\nweir-proxy bench: one Go backend on loopback; wrk -t2 -c%d, %d interleaved runs of %v per path (median shown); Host: podinfo (weighted route 90/10, retries and outlier detection in weir-proxy)\n\n", *conns, *rounds, per)
 	fmt.Printf("%-11s %12s %10s %10s %20s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "1,000 rps p50 / p99 (errors)")
 	for _, l := range legs {
 		rss := "-"
@@ -333,35 +349,56 @@ http {
 
 var latencyLine = regexp.MustCompile(`^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
 
-func runWrk(ctx context.Context, l *leg, d time.Duration, conns int) error {
-	out, err := exec.CommandContext(ctx, "wrk", "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency", "-H", "Host: podinfo", l.url).CombinedOutput()
+type wrkResult struct {
+	rps      float64
+	p50, p99 time.Duration
+}
+
+// median returns the median of each figure over the runs.
+func median(rs []wrkResult) (float64, time.Duration, time.Duration) {
+	rps := make([]float64, len(rs))
+	p50 := make([]time.Duration, len(rs))
+	p99 := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		rps[i], p50[i], p99[i] = r.rps, r.p50, r.p99
+	}
+	slices.Sort(rps)
+	slices.Sort(p50)
+	slices.Sort(p99)
+	m := len(rs) / 2
+	return rps[m], p50[m], p99[m]
+}
+
+func runWrk(ctx context.Context, name, url string, d time.Duration, conns int) (wrkResult, error) {
+	var res wrkResult
+	out, err := exec.CommandContext(ctx, "wrk", "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency", "-H", "Host: podinfo", url).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("wrk failed (make bench-deps installs it): %w: %s", err, out)
+		return res, fmt.Errorf("wrk failed (make bench-deps installs it): %w: %s", err, out)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
 		if v, ok := strings.CutPrefix(line, "Requests/sec:"); ok {
-			l.rps, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			res.rps, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 		if strings.Contains(line, "Non-2xx") || strings.Contains(line, "Socket errors") {
-			fmt.Fprintf(os.Stderr, "  %s: %s\n", l.name, strings.TrimSpace(line))
+			fmt.Fprintf(os.Stderr, "  %s: %s\n", name, strings.TrimSpace(line))
 		}
 		if m := latencyLine.FindStringSubmatch(line); m != nil {
 			f, _ := strconv.ParseFloat(m[2], 64)
 			unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[m[3]]
 			v := time.Duration(f * float64(unit)).Round(time.Microsecond)
 			if m[1] == "50" {
-				l.p50 = v
+				res.p50 = v
 			} else {
-				l.p99 = v
+				res.p99 = v
 			}
 		}
 	}
-	if l.rps == 0 {
-		return fmt.Errorf("could not parse wrk output: %s", out)
+	if res.rps == 0 {
+		return res, fmt.Errorf("could not parse wrk output: %s", out)
 	}
-	return nil
+	return res, nil
 }
 
 // fixedRate sends rate requests/s for d, open loop, and returns p50, p99 and
