@@ -13,8 +13,13 @@ import (
 	envoy_config_listener_v3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	envoy_config_route_v3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 	"sigs.k8s.io/yaml"
 )
 
@@ -78,10 +83,10 @@ func TestPublishedResourcesAreSelfConsistent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the fleet snapshot is not served to an arbitrary node: %v", err)
 	}
-	listeners := snap.GetResources(resource.ListenerType)
-	routes := snap.GetResources(resource.RouteType)
-	clusters := snap.GetResources(resource.ClusterType)
-	endpoints := snap.GetResources(resource.EndpointType)
+	listeners := onTheWire(t, snap.GetResources(resource.ListenerType))
+	routes := onTheWire(t, snap.GetResources(resource.RouteType))
+	clusters := onTheWire(t, snap.GetResources(resource.ClusterType))
+	endpoints := onTheWire(t, snap.GetResources(resource.EndpointType))
 	if len(listeners) != 1 || len(routes) != 1 || len(clusters) != 5 || len(endpoints) != 5 {
 		t.Fatalf("published %d listeners, %d routes, %d clusters, %d endpoints", len(listeners), len(routes), len(clusters), len(endpoints))
 	}
@@ -153,6 +158,66 @@ func asValidators[T any](in map[string]T) map[string]resourceValidator {
 	out := map[string]resourceValidator{}
 	for k, v := range in {
 		out[k] = any(v).(resourceValidator)
+	}
+	return out
+}
+
+// TestPremarshalledResourcesDecodeToTheOriginals checks that what the cache
+// sends decodes to exactly the translated resources, names included.
+func TestPremarshalledResourcesDecodeToTheOriginals(t *testing.T) {
+	out := Translate(podinfo(withWeight(10), withTimeout(time.Second), withRetries(2, time.Second, "5xx")))
+	snap, err := NewSnapshot(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	originals := map[string]proto.Message{}
+	for _, ms := range [][]proto.Message{asMessages(out.Listeners), asMessages(out.Routes), asMessages(out.Clusters), asMessages(out.Endpoints)} {
+		for _, m := range ms {
+			originals[string(m.ProtoReflect().Descriptor().Name())+"/"+cache.GetResourceName(m)] = m
+		}
+	}
+	n := 0
+	for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
+		for name, r := range snap.GetResources(typ) {
+			n++
+			want := originals[string(r.ProtoReflect().Descriptor().Name())+"/"+name]
+			if want == nil {
+				t.Errorf("%s %q is not a translated resource", shortType(typ), name)
+				continue
+			}
+			wire, err := cache.MarshalResource(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := want.ProtoReflect().New().Interface()
+			if err := proto.Unmarshal(wire, got); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("%s %q on the wire differs (-want +got):\n%s", shortType(typ), name, diff)
+			}
+		}
+	}
+	if n != len(originals) {
+		t.Errorf("snapshot holds %d resources, translated %d", n, len(originals))
+	}
+}
+
+// onTheWire encodes resources as the cache sends them and decodes them as a
+// sidecar does.
+func onTheWire(t *testing.T, in map[string]types.Resource) map[string]types.Resource {
+	t.Helper()
+	out := map[string]types.Resource{}
+	for name, r := range in {
+		wire, err := cache.MarshalResource(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := r.ProtoReflect().New().Interface()
+		if err := proto.Unmarshal(wire, m); err != nil {
+			t.Fatal(err)
+		}
+		out[name] = m
 	}
 	return out
 }

@@ -100,7 +100,13 @@ func NewSnapshot(out *Output) (*Snapshot, error) {
 			return nil, err
 		}
 		s.Versions[typ] = v
-		s.Resources[cache.GetResponseType(typ)] = cache.NewResources(v, rs)
+		wire := make([]types.Resource, len(rs))
+		for i, r := range rs {
+			if wire[i], err = premarshal(r); err != nil {
+				return nil, err
+			}
+		}
+		s.Resources[cache.GetResponseType(typ)] = cache.NewResources(v, wire)
 	}
 	if err := Consistent(out); err != nil {
 		return nil, err
