@@ -36,11 +36,11 @@ var DefaultStepWeights = []int32{10, 50, 100}
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Weight",type=integer,JSONPath=`.status.canaryWeight`
 // +kubebuilder:printcolumn:name="FailedChecks",type=integer,JSONPath=`.status.failedChecks`
+// +kubebuilder:printcolumn:name="LastTransitionTime",type=string,JSONPath=`.status.lastTransitionTime`
 // +kubebuilder:printcolumn:name="Interval",type=string,JSONPath=`.spec.analysis.interval`,priority=1
-// +kubebuilder:printcolumn:name="StepWeights",type=string,JSONPath=`.spec.analysis.stepWeights`,priority=1
+// +kubebuilder:printcolumn:name="StepWeights",type=string,JSONPath=`.status.stepWeights`,priority=1
 // +kubebuilder:printcolumn:name="MaxWeight",type=integer,JSONPath=`.spec.analysis.maxWeight`,priority=1
 // +kubebuilder:printcolumn:name="Primary",type=string,JSONPath=`.status.lastPromotedSpec`,priority=1
-// +kubebuilder:printcolumn:name="LastTransitionTime",type=string,JSONPath=`.status.lastTransitionTime`
 type Canary struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -53,7 +53,9 @@ type Canary struct {
 
 // CanarySpec is what the user asks for.
 type CanarySpec struct {
-	// TargetRef names the Deployment whose new versions are analysed.
+	// TargetRef names the Deployment whose new versions are analysed. The
+	// primary Deployment is named after it: <targetRef.name>-primary.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="targetRef is immutable: create a new Canary to analyse another Deployment"
 	// +required
 	TargetRef TargetRef `json:"targetRef"`
 
@@ -94,9 +96,12 @@ type TargetRef struct {
 	// +kubebuilder:validation:Enum=Deployment
 	// +required
 	Kind string `json:"kind"`
-	// Name of the target in the Canary's namespace.
+	// Name of the target in the Canary's namespace. It names the primary
+	// Deployment and, unless service.name is set, the Services, so it must
+	// be a DNS label short enough to take the suffix "-primary".
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=55
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
 	// +required
 	Name string `json:"name"`
 }
@@ -104,6 +109,13 @@ type TargetRef struct {
 // CanaryService describes the Services weir creates for the target and the
 // route policy pushed to the sidecars.
 type CanaryService struct {
+	// Name of the Services weir creates: <name> (the one clients call),
+	// <name>-primary and <name>-canary. Defaults to targetRef.name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=55
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Name string `json:"name,omitempty"`
 	// Port the Services expose.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
@@ -111,12 +123,17 @@ type CanaryService struct {
 	Port int32 `json:"port"`
 	// PortName of the Service port.
 	// +kubebuilder:default=http
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
 	// +optional
 	PortName string `json:"portName,omitempty"`
 	// TargetPort on the pods; defaults to Port.
 	// +optional
 	TargetPort *intstr.IntOrString `json:"targetPort,omitempty"`
 	// Timeout of a whole request, retries included, e.g. "5s".
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// Retries of a failed request.
@@ -136,6 +153,9 @@ type HTTPRetry struct {
 	// +required
 	Attempts int32 `json:"attempts"`
 	// PerTryTimeout bounds each try, e.g. "1s".
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	// +optional
 	PerTryTimeout *metav1.Duration `json:"perTryTimeout,omitempty"`
 	// RetryOn lists the conditions that cause a retry, comma-separated,
@@ -156,11 +176,17 @@ type OutlierDetection struct {
 	Consecutive5xxErrors int32 `json:"consecutive5xxErrors,omitempty"`
 	// Interval between ejection sweeps.
 	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
 	// BaseEjectionTime is multiplied by the number of times a pod was
 	// ejected to give its ejection time.
 	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
 	// +optional
 	BaseEjectionTime *metav1.Duration `json:"baseEjectionTime,omitempty"`
 	// MaxEjectionPercent caps the share of a cluster that may be ejected.
@@ -175,13 +201,14 @@ type OutlierDetection struct {
 //
 // +kubebuilder:validation:XValidation:rule="!(has(self.stepWeights) && (has(self.stepWeight) || has(self.maxWeight)))",message="set either stepWeights or stepWeight with maxWeight, not both"
 // +kubebuilder:validation:XValidation:rule="has(self.stepWeight) == has(self.maxWeight)",message="stepWeight and maxWeight go together: set both or neither"
-// +kubebuilder:validation:XValidation:rule="!has(self.stepWeight) || self.stepWeight <= self.maxWeight",message="stepWeight must not be larger than maxWeight"
-// +kubebuilder:validation:XValidation:rule="!has(self.interval) || duration(self.interval) >= duration('1s')",message="interval must be at least 1s"
+// +kubebuilder:validation:XValidation:rule="!has(self.stepWeight) || !has(self.maxWeight) || self.stepWeight <= self.maxWeight",message="stepWeight must not be larger than maxWeight"
 type CanaryAnalysis struct {
-	// Interval between two checks; each step lasts one interval.
+	// Interval between two checks; each step lasts at least one interval.
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || duration(self) >= duration('1s')",message="interval must be at least 1s"
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
 	// Threshold is the number of failed checks that rolls the canary back.
@@ -240,11 +267,14 @@ type CanaryMetric struct {
 	// Interval is the window the metric is computed over, e.g. "1m";
 	// defaults to the analysis interval.
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ms|s|m|h))+$') || duration(self) >= duration('1s')",message="a metric's interval must be at least 1s"
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
 	// Query is a PromQL template for a custom metric. It may use
 	// {{ namespace }}, {{ target }}, {{ service }} and {{ interval }}.
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=4096
 	// +optional
 	Query string `json:"query,omitempty"`
@@ -297,17 +327,34 @@ type CanaryPhase string
 
 // The phases of a Canary.
 const (
+	// PhaseInitializing: weir created the primary from the target and
+	// waits for it to be ready.
 	PhaseInitializing CanaryPhase = "Initializing"
-	PhaseInitialized  CanaryPhase = "Initialized"
-	PhaseWaiting      CanaryPhase = "Waiting"
-	PhaseProgressing  CanaryPhase = "Progressing"
-	PhasePromoting    CanaryPhase = "Promoting"
-	PhaseFinalising   CanaryPhase = "Finalising"
-	PhaseSucceeded    CanaryPhase = "Succeeded"
-	PhaseFailed       CanaryPhase = "Failed"
+	// PhaseInitialized: the primary serves all traffic, the target is at
+	// zero replicas; a change of its pod template starts an analysis.
+	PhaseInitialized CanaryPhase = "Initialized"
+	// PhaseWaiting: a new revision was detected; the canary is scaled up
+	// and weir waits for it to be ready before it gets any traffic.
+	PhaseWaiting CanaryPhase = "Waiting"
+	// PhaseProgressing: the canary gets the weight of a step and is
+	// checked once per interval.
+	PhaseProgressing CanaryPhase = "Progressing"
+	// PhasePromoting: every step passed; the primary is rolling out the
+	// canary's pod template while the canary keeps its weight.
+	PhasePromoting CanaryPhase = "Promoting"
+	// PhaseFinalising: the primary runs the new revision; traffic goes
+	// back to it, then the canary is scaled to zero.
+	PhaseFinalising CanaryPhase = "Finalising"
+	// PhaseSucceeded: the last revision was promoted.
+	PhaseSucceeded CanaryPhase = "Succeeded"
+	// PhaseFailed: the last revision was rolled back (failed checks,
+	// progress deadline, or the target reverted during the analysis); the
+	// primary serves all traffic and the canary is at zero replicas.
+	PhaseFailed CanaryPhase = "Failed"
 )
 
-// CanaryStatus is what weir observed and did.
+// CanaryStatus is what weir observed and did. It is the whole state of a
+// rollout: a restarted controller resumes from it alone.
 type CanaryStatus struct {
 	// ObservedGeneration is the generation last acted upon.
 	// +optional
@@ -316,15 +363,24 @@ type CanaryStatus struct {
 	// +optional
 	Phase CanaryPhase `json:"phase,omitempty"`
 	// CanaryWeight is the share of traffic, in percent, sent to the canary.
+	// +kubebuilder:default=0
 	// +optional
 	CanaryWeight int32 `json:"canaryWeight"`
 	// FailedChecks counts failed checks of the current analysis.
+	// +kubebuilder:default=0
 	// +optional
 	FailedChecks int32 `json:"failedChecks"`
 	// Iterations counts the checks of the current analysis.
+	// +kubebuilder:default=0
 	// +optional
 	Iterations int32 `json:"iterations"`
-	// LastAppliedSpec is the hash of the target's pod template last seen.
+	// StepWeights are the canary weights the analysis walks through, as
+	// computed from the spec (shown by kubectl get -o wide).
+	// +listType=atomic
+	// +optional
+	StepWeights []int32 `json:"stepWeights,omitempty"`
+	// LastAppliedSpec is the hash of the target's pod template last seen:
+	// the revision under analysis, or the one last analysed.
 	// +optional
 	LastAppliedSpec string `json:"lastAppliedSpec,omitempty"`
 	// LastPromotedSpec is the hash of the pod template the primary runs.
@@ -333,10 +389,22 @@ type CanaryStatus struct {
 	// LastTransitionTime is when the phase last changed.
 	// +optional
 	LastTransitionTime *metav1.Time `json:"lastTransitionTime,omitempty"`
+	// AnalysisStartTime is when the analysis of LastAppliedSpec started.
+	// +optional
+	AnalysisStartTime *metav1.Time `json:"analysisStartTime,omitempty"`
 	// StepStartTime is when the current weight was confirmed in effect on
 	// the data plane; the step's interval counts from here.
 	// +optional
 	StepStartTime *metav1.Time `json:"stepStartTime,omitempty"`
+	// LastCheckTime is when the metrics were last checked; the next check
+	// is one interval after the later of this and StepStartTime.
+	// +optional
+	LastCheckTime *metav1.Time `json:"lastCheckTime,omitempty"`
+	// NotReadySince is when the Deployment weir waits for (the canary while
+	// analysing, the primary while initialising or promoting) was first
+	// seen not ready; progressDeadlineSeconds counts from here.
+	// +optional
+	NotReadySince *metav1.Time `json:"notReadySince,omitempty"`
 	// Traffic reports how far the current weight has reached the sidecars.
 	// +optional
 	Traffic *TrafficStatus `json:"traffic,omitempty"`
@@ -357,6 +425,10 @@ type TrafficStatus struct {
 	Weight int32 `json:"weight"`
 	// Confirmed is true once enough sidecars acknowledged Weight.
 	Confirmed bool `json:"confirmed"`
+	// TimedOut is true when Weight was not confirmed within the router's
+	// confirmation timeout and weir went on without it.
+	// +optional
+	TimedOut bool `json:"timedOut,omitempty"`
 	// AckedProxies is the number of sidecars that acknowledged Weight.
 	AckedProxies int32 `json:"ackedProxies"`
 	// TotalProxies is the number of connected sidecars.
@@ -380,6 +452,9 @@ type MetricVerdict struct {
 	// Reason is why a check failed: OutOfRange, NoData, QueryError.
 	// +optional
 	Reason string `json:"reason,omitempty"`
+	// Message gives the details of a failure, e.g. the query error.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // +kubebuilder:object:root=true
@@ -455,3 +530,29 @@ func (m *CanaryMetric) GetInterval(analysis time.Duration) time.Duration {
 	}
 	return m.Interval.Duration
 }
+
+// Suffixes of the names of the objects weir makes for a Canary.
+const (
+	PrimarySuffix = "-primary"
+	CanarySuffix  = "-canary"
+)
+
+// GetServiceName returns the name of the Service clients call:
+// spec.service.name, or targetRef.name when unset. The Services
+// <name>-primary and <name>-canary select the primary's and the canary's pods.
+func (c *Canary) GetServiceName() string {
+	if c.Spec.Service.Name != "" {
+		return c.Spec.Service.Name
+	}
+	return c.Spec.TargetRef.Name
+}
+
+// GetPrimaryServiceName returns the name of the Service of the primary's pods.
+func (c *Canary) GetPrimaryServiceName() string { return c.GetServiceName() + PrimarySuffix }
+
+// GetCanaryServiceName returns the name of the Service of the canary's pods.
+func (c *Canary) GetCanaryServiceName() string { return c.GetServiceName() + CanarySuffix }
+
+// GetPrimaryName returns the name of the primary Deployment:
+// <targetRef.name>-primary.
+func (c *Canary) GetPrimaryName() string { return c.Spec.TargetRef.Name + PrimarySuffix }
