@@ -25,6 +25,10 @@ type adsClient struct {
 	reject func(*envoy_service_discovery_v3.DiscoveryResponse) string
 	// hold, when set, is waited on before a route response is ACKed.
 	hold func()
+	// resume, when set, are the versions (by type) and the route and
+	// endpoint names the client says it holds when it connects, as a
+	// sidecar does when it reconnects.
+	resume map[string]string
 	// onAck is called after an ACK of a response was sent.
 	onAck func(*envoy_service_discovery_v3.DiscoveryResponse)
 
@@ -56,7 +60,11 @@ func dialADS(ctx context.Context, conn *grpc.ClientConn, node string, keep bool,
 	for _, f := range configure {
 		f(c)
 	}
-	for _, typ := range []string{resource.ListenerType, resource.ClusterType} {
+	first := []string{resource.ListenerType, resource.ClusterType}
+	if c.resume != nil {
+		first = append(first, resource.RouteType, resource.EndpointType)
+	}
+	for _, typ := range first {
 		if err := c.send(typ, nil, nil); err != nil {
 			return nil, err
 		}
@@ -71,6 +79,9 @@ func (c *adsClient) send(typ string, last *envoy_service_discovery_v3.DiscoveryR
 		TypeUrl:       typ,
 		ResourceNames: c.names[typ],
 		ErrorDetail:   nack,
+	}
+	if last == nil && c.resume != nil {
+		req.VersionInfo = c.resume[typ]
 	}
 	if last != nil {
 		req.ResponseNonce = last.GetNonce()

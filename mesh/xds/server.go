@@ -478,8 +478,19 @@ func (s *Server) onRequestLocked(log logr.Logger, id int64, req *envoy_service_d
 		s.rdsStreams++
 	}
 	sent, ok := st.sent[typ]
-	if !ok || req.GetResponseNonce() != sent.nonce {
-		return nil // a first request, or one about an older response
+	if !ok {
+		// The first request of a stream carries the version the sidecar
+		// already holds, e.g. after it reconnected to a restarted
+		// controller. Versions are content hashes, so when it equals the
+		// snapshot's nothing is sent, and this is the only word that the
+		// sidecar has the configuration.
+		if v := req.GetVersionInfo(); v != "" && req.GetErrorDetail() == nil && req.GetResponseNonce() == "" {
+			s.ackLocked(st, typ, v)
+		}
+		return nil
+	}
+	if req.GetResponseNonce() != sent.nonce {
+		return nil // about an older response
 	}
 	if detail := req.GetErrorDetail(); detail != nil {
 		st.nacks++
@@ -501,17 +512,23 @@ func (s *Server) onRequestLocked(log logr.Logger, id int64, req *envoy_service_d
 		}
 		return events
 	}
+	s.ackLocked(st, typ, sent.version)
+	return nil
+}
+
+// ackLocked records that a stream holds version of typ.
+func (s *Server) ackLocked(st *streamState, typ, version string) {
 	prev, had := st.acked[typ]
-	st.acked[typ] = sent.version
-	if typ != resource.RouteType || (had && prev == sent.version) {
-		return nil
+	st.acked[typ] = version
+	if typ != resource.RouteType || (had && prev == version) {
+		return
 	}
 	if had {
 		s.routeAcks[prev]--
 	}
-	s.routeAcks[sent.version]++
+	s.routeAcks[version]++
 	now := s.opts.Now()
-	if s.current != nil && !s.converged && sent.version == s.current.RouteVersion() && s.routeAcks[sent.version] >= s.rdsStreams {
+	if s.current != nil && !s.converged && version == s.current.RouteVersion() && s.routeAcks[version] >= s.rdsStreams {
 		s.converged = true
 		s.metrics.Convergence.Observe(now.Sub(s.routesAt).Seconds())
 	}
@@ -519,7 +536,6 @@ func (s *Server) onRequestLocked(log logr.Logger, id int64, req *envoy_service_d
 		s.pruneLocked()
 	}
 	s.evaluateLocked(now)
-	return nil
 }
 
 // nackedCanariesLocked picks the Canaries a NACK is about: those whose

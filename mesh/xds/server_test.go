@@ -602,3 +602,40 @@ func TestForgetDropsTheWeight(t *testing.T) {
 		t.Errorf("desired weights after Forget: %v", h.srv.desired)
 	}
 }
+
+// TestReconnectingSidecarCounts: a sidecar that reconnects holding the
+// current versions (content hashes survive a controller restart) counts as
+// having the weight. (go-control-plane's cache sends the resources to a
+// new stream even then; the sidecar ACKs the same version.)
+func TestReconnectingSidecarCounts(t *testing.T) {
+	h := startServer(t, podinfo(withWeight(20)), Options{})
+	ctx := testContext(t)
+	waitConfirmed(ctx, t, h.srv, 20)
+	h.srv.mu.Lock()
+	versions := h.srv.current.Versions
+	var clusters []string
+	for _, c := range h.srv.current.Output.Clusters {
+		clusters = append(clusters, c.Name)
+	}
+	h.srv.mu.Unlock()
+
+	h.client(t, "sidecar-1", func(c *adsClient) {
+		c.resume = versions
+		c.names[resource.RouteType] = []string{RouteConfigName}
+		c.names[resource.EndpointType] = clusters
+	})
+	for {
+		conf, err := h.srv.SetWeight(ctx, podinfoKey, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conf.Total == 1 && conf.Acked == 1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the reconnected sidecar does not count: %+v", conf)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
