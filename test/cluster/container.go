@@ -153,6 +153,9 @@ func (c *container) runOnce() (time.Duration, int32, error) {
 	go c.probe(pctx, c.spec.LivenessProbe, c.onLiveness, false)
 	waitErr := cmd.Wait()
 	cancel()
+	if err := killGroup(c.spec.Name, cmd.Process.Pid); err != nil {
+		c.r.a.log.Printf("pod %s: %v", c.r.name(), err)
+	}
 	term := terminated(cmd, waitErr, started)
 	c.mu.Lock()
 	c.cmd, c.ready = nil, false

@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -68,7 +71,7 @@ func (p *Process) Kill() error {
 	}
 	select {
 	case <-p.done:
-		return nil
+		return killGroup(p.name, p.Pid())
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, p.Pid())
 	}
@@ -98,8 +101,47 @@ func (p *Process) Stop(grace time.Duration) error {
 			return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", p.name, pgid)
 		}
 	}
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("failed to kill what is left of %s: %w", p.name, err)
+	return killGroup(p.name, pgid)
+}
+
+// killGroup kills what is left of a process group after its leader exited
+// and waits until none of it runs.
+func killGroup(name string, pgid int) error {
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		return fmt.Errorf("failed to kill what is left of %s: %w", name, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for groupRuns(pgid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes of %s (group %d) still run after SIGKILL", name, pgid)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// groupRuns reports whether a process of group pgid runs (zombies do not).
+func groupRuns(pgid int) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// After "pid (comm)": state ppid pgrp ...
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) > 2 && fields[0] != "Z" && fields[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
 }
