@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weir-dev/weir/canary/v1alpha1"
@@ -48,6 +49,10 @@ func withTarget(ns, name string, port int32) func(*v1alpha1.Canary) {
 	return func(c *v1alpha1.Canary) {
 		c.Namespace, c.Spec.TargetRef.Name, c.Spec.Service.Port = ns, name, port
 	}
+}
+
+func withServiceName(name string) func(*v1alpha1.Canary) {
+	return func(c *v1alpha1.Canary) { c.Spec.Service.Name = name }
 }
 
 // metric builds a CanaryMetric.
@@ -108,6 +113,18 @@ func TestBuildQuery(t *testing.T) {
 			canary: canary(withAnalysisInterval(time.Minute), withMetrics(metric("queue-depth", maximum(2),
 				query(`sum(rate(my_errors_total{namespace="{{ namespace }}",app="{{target}}",svc="{{   service }}"}[{{interval   }}]))`)))),
 			want: `sum(rate(my_errors_total{namespace="test",app="podinfo",svc="podinfo"}[1m]))`,
+		},
+		{
+			name:   "service.name names the canary's cluster",
+			canary: canary(withServiceName("frontend"), withMetrics(metric("error-rate", maximum(1)))),
+			want: `100 * (sum(rate(envoy_cluster_upstream_rq_xx{envoy_cluster_name="test/frontend-canary:9898",envoy_response_code_class="5"}[30s])) or vector(0))` +
+				` / sum(rate(envoy_cluster_upstream_rq_xx{envoy_cluster_name="test/frontend-canary:9898"}[30s]))`,
+		},
+		{
+			name: "service and target differ when service.name is set",
+			canary: canary(withServiceName("frontend"), withMetrics(metric("m", maximum(1),
+				query(`x{svc="{{ service }}-canary",deploy="{{ target }}"}`)))),
+			want: `x{svc="frontend-canary",deploy="podinfo"}`,
 		},
 		{
 			name:   "a query overrides a built-in name",
@@ -195,7 +212,15 @@ func TestFormat(t *testing.T) {
 			t.Errorf("formatBound = %q, want %q", got, tt.want)
 		}
 	}
+	long := errors.New(strings.Repeat("é", 400))
+	if got := verdictMessage(long); len(got) > maxMessage || !strings.HasSuffix(got, "é…") {
+		t.Errorf("verdictMessage of %d bytes = %d bytes ending %q, want at most %d ending in é…", len(long.Error()), len(got), got[len(got)-8:], maxMessage)
+	}
 }
+
+// ignoreMessage leaves a verdict's message, the text of Result.Err, to the
+// checks of the error.
+var ignoreMessage = cmpopts.IgnoreFields(v1alpha1.MetricVerdict{}, "Message")
 
 // newChecker returns a Prometheus for the promtest server.
 func newChecker(t *testing.T, o Options) *Prometheus {
@@ -284,17 +309,19 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("got %d results, want 1", len(results))
 			}
 			r := results[0]
-			if diff := cmp.Diff(tt.want, r.Verdict); diff != "" {
+			if diff := cmp.Diff(tt.want, r.Verdict, ignoreMessage); diff != "" {
 				t.Errorf("verdict (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff([]v1alpha1.MetricVerdict{tt.want}, p.Check(t.Context(), c)); diff != "" {
-				t.Errorf("Check (-want +got):\n%s", diff)
+			if diff := cmp.Diff([]v1alpha1.MetricVerdict{r.Verdict}, p.Check(t.Context(), c)); diff != "" {
+				t.Errorf("Check differs from Evaluate (-evaluate +check):\n%s", diff)
 			}
 			switch {
-			case tt.wantErr == "" && r.Err != nil:
-				t.Errorf("Err = %v, want nil", r.Err)
+			case tt.wantErr == "" && (r.Err != nil || r.Verdict.Message != ""):
+				t.Errorf("Err = %v, Message %q; want none", r.Err, r.Verdict.Message)
 			case tt.wantErr != "" && (r.Err == nil || !strings.Contains(r.Err.Error(), tt.wantErr)):
 				t.Errorf("Err = %v, want it to contain %q", r.Err, tt.wantErr)
+			case tt.wantErr != "" && r.Verdict.Message != r.Err.Error():
+				t.Errorf("Message = %q, want the error %q", r.Verdict.Message, r.Err)
 			}
 			queries := prom.Queries()
 			if r.Query == "" {
@@ -332,7 +359,7 @@ func TestCheckKeepsSpecOrder(t *testing.T) {
 		{Metric: "queue-depth", Bound: "<= 10", Reason: ReasonNoData},
 		{Metric: "request-success-rate", Value: "99.9", Bound: ">= 99", Passed: true},
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, ignoreMessage); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}
 	if got := newChecker(t, Options{Address: prom.URL()}).Check(t.Context(), canary()); len(got) != 0 {
@@ -351,12 +378,12 @@ func TestServerDown(t *testing.T) {
 	}
 	p := newChecker(t, Options{Address: addr, Timeout: 5 * time.Second})
 	r := p.Evaluate(t.Context(), canary(withMetrics(metric("request-success-rate", minimum(99)))))[0]
-	want := v1alpha1.MetricVerdict{Metric: "request-success-rate", Bound: ">= 99", Reason: ReasonQueryError}
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "connection refused") {
+		t.Fatalf("Err = %v, want connection refused", r.Err)
+	}
+	want := v1alpha1.MetricVerdict{Metric: "request-success-rate", Bound: ">= 99", Reason: ReasonQueryError, Message: r.Err.Error()}
 	if diff := cmp.Diff(want, r.Verdict); diff != "" {
 		t.Errorf("verdict (-want +got):\n%s", diff)
-	}
-	if r.Err == nil || !strings.Contains(r.Err.Error(), "connection refused") {
-		t.Errorf("Err = %v, want connection refused", r.Err)
 	}
 }
 

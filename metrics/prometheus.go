@@ -78,7 +78,7 @@ type Result struct {
 	// Query is the PromQL that was run; empty when it could not be built.
 	Query string
 	// Err says why the verdict failed with NoData or QueryError; nil when
-	// the query gave a value.
+	// the query gave a value. Verdict.Message holds its text.
 	Err error
 }
 
@@ -109,7 +109,7 @@ func (p *Prometheus) Evaluate(ctx context.Context, c *v1alpha1.Canary) []Result 
 func (p *Prometheus) evaluate(ctx context.Context, c *v1alpha1.Canary, m *v1alpha1.CanaryMetric) Result {
 	r := Result{Verdict: v1alpha1.MetricVerdict{Metric: m.Name, Bound: formatBound(m.ThresholdRange)}}
 	fail := func(reason string, err error) Result {
-		r.Verdict.Reason, r.Err = reason, err
+		r.Verdict.Reason, r.Verdict.Message, r.Err = reason, verdictMessage(err), err
 		return r
 	}
 	if m.ThresholdRange.Min == nil && m.ThresholdRange.Max == nil {
@@ -134,6 +134,18 @@ func (p *Prometheus) evaluate(ctx context.Context, c *v1alpha1.Canary, m *v1alph
 	}
 	r.Verdict.Passed = true
 	return r
+}
+
+// maxMessage caps a verdict's message, which is kept in the Canary's status.
+const maxMessage = 512
+
+// verdictMessage is err's text, cut to maxMessage bytes.
+func verdictMessage(err error) string {
+	m := err.Error()
+	if len(m) > maxMessage {
+		m = strings.ToValidUTF8(m[:maxMessage-len("…")], "") + "…"
+	}
+	return m
 }
 
 // BuildQuery returns the PromQL of metric m of c: its query template if it

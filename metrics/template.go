@@ -16,8 +16,8 @@ const (
 	VarNamespace = "namespace"
 	// VarTarget is the name of the target Deployment.
 	VarTarget = "target"
-	// VarService is the name of the Service clients call; the canary's
-	// pods are behind <service>-canary.
+	// VarService is the name of the Service clients call (service.name,
+	// or the target's name); the canary's pods are behind <service>-canary.
 	VarService = "service"
 	// VarInterval is the metric's window as a PromQL duration, e.g. 1m.
 	VarInterval = "interval"
@@ -30,18 +30,17 @@ func templateVars(c *v1alpha1.Canary, m *v1alpha1.CanaryMetric) map[string]strin
 	return map[string]string{
 		VarNamespace: c.Namespace,
 		VarTarget:    c.Spec.TargetRef.Name,
-		VarService:   serviceName(c),
+		VarService:   c.GetServiceName(),
 		VarInterval:  promDuration(m.GetInterval(c.Spec.Analysis.GetInterval())),
 	}
 }
 
-// serviceName is the name of the Service clients call.
-func serviceName(c *v1alpha1.Canary) string { return c.Spec.TargetRef.Name }
-
 // CanaryCluster returns the name of the canary's Envoy cluster as the
-// sidecars label it in envoy_cluster_name: <namespace>/<service>-canary:<port>.
+// sidecars label it in envoy_cluster_name: <namespace>/<service>-canary:<port>,
+// where <service>-canary is the Service of the canary's pods and <port> the
+// Canary's service port.
 func CanaryCluster(c *v1alpha1.Canary) string {
-	return fmt.Sprintf("%s/%s-canary:%d", c.Namespace, serviceName(c), c.Spec.Service.Port)
+	return fmt.Sprintf("%s/%s:%d", c.Namespace, c.GetCanaryServiceName(), c.Spec.Service.Port)
 }
 
 // Render replaces every {{ name }} in tmpl with vars[name]. A variable that
