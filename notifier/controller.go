@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"sort"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	weirv1 "github.com/weir-dev/weir/canary/v1alpha1"
@@ -42,8 +44,8 @@ const (
 	NotifiedRejected = "rejected"
 )
 
-// involvedUIDIndex indexes the Event cache by the Canary's UID.
-const involvedUIDIndex = "involvedObject.uid"
+// involvedNameIndex indexes the Event cache by the Canary's name.
+const involvedNameIndex = "involvedObject.name"
 
 // invalidName matches what may not appear in an annotation's name part.
 var invalidName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
@@ -62,10 +64,13 @@ func NotifiedAnnotation(provider string) string {
 }
 
 // Controller watches the Events recorded on Canaries and hands the ones
-// worth a message to the Dispatcher. Its reconcile only reads caches and
+// worth a message to the Dispatcher. It reconciles per Canary: all of a
+// Canary's Events, sorted by when they were first recorded, so its messages
+// go out in order even when a restart finds a backlog (an informer's initial
+// list comes in no particular order). Its reconcile only reads caches and
 // enqueues; it never waits for a sink.
 type Controller struct {
-	// Events reads the cache of Canary Events, indexed by involvedObject.uid.
+	// Events reads the cache of Canary Events, indexed by involvedObject.name.
 	Events client.Reader
 	// Client reads Canaries and patches the notified mark onto Events.
 	Client client.Client
@@ -87,108 +92,195 @@ type Controller struct {
 	// claimed holds the keys of messages in flight or sent by this process,
 	// with when they were claimed.
 	claimed map[string]time.Time
+	// looked holds the UIDs of the Events this process looked at, so that a
+	// bad alert is reported once per Event, not at every reconcile.
+	looked map[types.UID]time.Time
 }
 
-// Reconcile looks at one Event.
+// pending is an Event worth a message, with the Kubernetes Event it is from.
+type pending struct {
+	kev *corev1.Event
+	ev  Event
+}
+
+// Reconcile looks at the Events of the Canary req names.
 func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var kev corev1.Event
-	if err := c.Events.Get(ctx, req.NamespacedName, &kev); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	log := ctrl.LoggerFrom(ctx)
+	var list corev1.EventList
+	if err := c.Events.List(ctx, &list, client.InNamespace(req.Namespace),
+		client.MatchingFields{involvedNameIndex: req.Name}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("failed to list events of canary %s: %w", req.NamespacedName, err)
 	}
-	ev, ok := c.Rules.FromKubeEvent(&kev)
-	if !ok {
+	events := make([]*corev1.Event, 0, len(list.Items))
+	for i := range list.Items {
+		events = append(events, &list.Items[i])
+	}
+	sortEvents(events)
+
+	var todo []pending
+	for _, kev := range events {
+		ev, ok := c.Rules.FromKubeEvent(kev)
+		if !ok {
+			continue
+		}
+		if c.MaxAge > 0 && c.Clock != nil && c.Clock.Since(ev.Time) > c.MaxAge {
+			log.V(1).Info("event too old to notify", "event", kev.Name, "age", c.Clock.Since(ev.Time).String())
+			continue
+		}
+		todo = append(todo, pending{kev: kev, ev: ev})
+	}
+	if len(todo) == 0 {
 		return ctrl.Result{}, nil
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues("canary", ev.Canary.String(), "reason", ev.Reason)
-	if c.MaxAge > 0 && c.Clock != nil && c.Clock.Since(ev.Time) > c.MaxAge {
-		log.V(1).Info("event too old to notify", "age", c.Clock.Since(ev.Time).String())
-		return ctrl.Result{}, nil
-	}
+
 	var canary weirv1.Canary
-	if err := c.Client.Get(ctx, ev.Canary, &canary); err != nil {
+	if err := c.Client.Get(ctx, req.NamespacedName, &canary); err != nil {
 		if apierrors.IsNotFound(err) {
-			log.V(1).Info("canary gone, event not sent")
+			log.V(1).Info("canary gone, its events are not sent")
 			return ctrl.Result{}, nil
 		}
-		return ctrl.Result{}, fmt.Errorf("failed to get canary %s: %w", ev.Canary, err)
+		return ctrl.Result{}, fmt.Errorf("failed to get canary %s: %w", req.NamespacedName, err)
 	}
-	if kev.InvolvedObject.UID != "" && kev.InvolvedObject.UID != canary.UID {
-		return ctrl.Result{}, nil // an earlier Canary of the same name
+	targets, problems, err := c.Resolver.Resolve(ctx, &canary)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	ev.Target = canary.Spec.TargetRef.Kind + "/" + canary.Spec.TargetRef.Name
+	if c.firstLook(todo) {
+		c.report(&canary, problems)
+	}
+	sent := sentTransitions(events, targets)
 
-	targets, problems := c.Resolver.Resolve(ctx, &canary)
+	for _, p := range todo {
+		if p.kev.InvolvedObject.UID != "" && p.kev.InvolvedObject.UID != canary.UID {
+			continue // an earlier Canary of the same name
+		}
+		p.ev.Target = canary.Spec.TargetRef.Kind + "/" + canary.Spec.TargetRef.Name
+		for _, t := range targets {
+			mark := NotifiedAnnotation(t.Provider)
+			if p.ev.Severity < t.MinSeverity || p.kev.Annotations[mark] != "" || sent[mark][transitionOf(p.kev)] {
+				continue
+			}
+			key := dedupKey(p.kev, t.Provider)
+			if !c.claim(key) {
+				continue
+			}
+			log.V(1).Info("message queued", "provider", t.Provider, "event", p.kev.Name, "reason", p.kev.Reason)
+			c.Dispatcher.Enqueue(Delivery{
+				Provider: t.Provider,
+				Sink:     t.Sink,
+				Event:    p.ev,
+				Done:     c.done(types.NamespacedName{Namespace: p.kev.Namespace, Name: p.kev.Name}, mark, key),
+			})
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// report records an AlertProviderInvalid Event on the Canary per alert
+// that cannot be resolved, and counts it. Repeats are folded into one Event
+// with a count by the Event recorder.
+func (c *Controller) report(canary *weirv1.Canary, problems []Problem) {
 	for _, p := range problems {
 		notificationsTotal.WithLabelValues(p.Provider, ResultInvalid).Inc()
-		c.Recorder.AnnotatedEventf(&canary, map[string]string{weirv1.AnnotationTransition: "alert/" + p.Alert},
+		c.Recorder.AnnotatedEventf(canary, map[string]string{weirv1.AnnotationTransition: "alert/" + p.Alert},
 			corev1.EventTypeWarning, weirv1.EventAlertProviderInvalid,
 			"alert %s: %v; its messages are not sent until this is fixed", p.Alert, p.Err)
 	}
-	for _, t := range targets {
-		if ev.Severity < t.MinSeverity {
-			continue
+}
+
+// sortEvents orders a Canary's Events by when they were first recorded;
+// Events of the same instant by name, which client-go's recorder makes
+// from the nanosecond of recording.
+func sortEvents(events []*corev1.Event) {
+	first := func(e *corev1.Event) time.Time {
+		switch {
+		case !e.EventTime.IsZero():
+			return e.EventTime.Time
+		case !e.FirstTimestamp.IsZero():
+			return e.FirstTimestamp.Time
+		default:
+			return e.CreationTimestamp.Time
 		}
-		mark := NotifiedAnnotation(t.Provider)
-		if _, done := kev.Annotations[mark]; done {
-			continue
-		}
-		sent, err := c.sentBefore(ctx, &kev, mark)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		if sent {
-			continue
-		}
-		key := dedupKey(&kev, t.Provider)
-		if !c.claim(key) {
-			continue
-		}
-		c.Dispatcher.Enqueue(Delivery{
-			Provider: t.Provider,
-			Sink:     t.Sink,
-			Event:    ev,
-			Done:     c.done(types.NamespacedName{Namespace: kev.Namespace, Name: kev.Name}, mark, key),
-		})
 	}
-	return ctrl.Result{}, nil
+	sort.SliceStable(events, func(i, j int) bool {
+		ti, tj := first(events[i]).Truncate(time.Second), first(events[j]).Truncate(time.Second)
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
+		}
+		return events[i].Name < events[j].Name
+	})
+}
+
+// transitionOf is the revision and transition an Event reports, empty
+// when it names no transition.
+func transitionOf(kev *corev1.Event) string {
+	tr := kev.Annotations[weirv1.AnnotationTransition]
+	if tr == "" {
+		return ""
+	}
+	return kev.Annotations[weirv1.AnnotationRevision] + "/" + tr
+}
+
+// sentTransitions maps each target's notified annotation to the
+// transitions already marked sent on some Event: the reconciler may record
+// one transition twice (e.g. after its own restart), and the second Event
+// must not send it again.
+func sentTransitions(events []*corev1.Event, targets []Target) map[string]map[string]bool {
+	sent := map[string]map[string]bool{}
+	for _, t := range targets {
+		mark := NotifiedAnnotation(t.Provider)
+		sent[mark] = map[string]bool{}
+		for _, e := range events {
+			if tr := transitionOf(e); tr != "" && e.Annotations[mark] != "" {
+				sent[mark][tr] = true
+			}
+		}
+	}
+	return sent
 }
 
 // dedupKey identifies a message: the Canary, revision and transition of
 // the Event (or the Event itself when it names no transition) and the
 // provider.
 func dedupKey(kev *corev1.Event, provider string) string {
-	tr := kev.Annotations[weirv1.AnnotationTransition]
+	tr := transitionOf(kev)
 	if tr == "" {
 		return "uid/" + string(kev.UID) + "/" + provider
 	}
-	return kev.InvolvedObject.Namespace + "/" + kev.InvolvedObject.Name + "/" +
-		kev.Annotations[weirv1.AnnotationRevision] + "/" + tr + "/" + provider
+	return kev.InvolvedObject.Namespace + "/" + kev.InvolvedObject.Name + "/" + tr + "/" + provider
 }
 
-// sentBefore reports whether another Event of the same Canary reporting the
-// same revision and transition already carries mark: the reconciler may
-// record one transition twice (e.g. after its own restart).
-func (c *Controller) sentBefore(ctx context.Context, kev *corev1.Event, mark string) (bool, error) {
-	tr := kev.Annotations[weirv1.AnnotationTransition]
-	if tr == "" || kev.InvolvedObject.UID == "" {
-		return false, nil
-	}
-	var list corev1.EventList
-	if err := c.Events.List(ctx, &list, client.InNamespace(kev.Namespace),
-		client.MatchingFields{involvedUIDIndex: string(kev.InvolvedObject.UID)}); err != nil {
-		return false, fmt.Errorf("failed to list events of canary %s: %w", kev.InvolvedObject.Name, err)
-	}
-	for i := range list.Items {
-		o := &list.Items[i]
-		if o.UID == kev.UID || o.Annotations[mark] == "" {
-			continue
-		}
-		if o.Annotations[weirv1.AnnotationTransition] == tr &&
-			o.Annotations[weirv1.AnnotationRevision] == kev.Annotations[weirv1.AnnotationRevision] {
-			return true, nil
+// forgetAfter is how long the controller remembers claims and looks;
+// Events live one hour by default.
+const forgetAfter = 3 * time.Hour
+
+// prune forgets entries of m older than forgetAfter.
+func prune[K comparable](m map[K]time.Time, now time.Time) {
+	for k, at := range m {
+		if now.Sub(at) > forgetAfter {
+			delete(m, k)
 		}
 	}
-	return false, nil
+}
+
+// firstLook reports whether any of todo is new to this process, and
+// remembers them.
+func (c *Controller) firstLook(todo []pending) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.looked == nil {
+		c.looked = map[types.UID]time.Time{}
+	}
+	now := time.Now()
+	prune(c.looked, now)
+	fresh := false
+	for _, p := range todo {
+		if _, ok := c.looked[p.kev.UID]; !ok {
+			c.looked[p.kev.UID] = now
+			fresh = true
+		}
+	}
+	return fresh
 }
 
 // claim takes key for this process; false when it is already taken.
@@ -199,11 +291,7 @@ func (c *Controller) claim(key string) bool {
 		c.claimed = map[string]time.Time{}
 	}
 	now := time.Now()
-	for k, at := range c.claimed {
-		if now.Sub(at) > 3*time.Hour { // Events live one hour by default.
-			delete(c.claimed, k)
-		}
-	}
+	prune(c.claimed, now)
 	if _, ok := c.claimed[key]; ok {
 		return false
 	}
@@ -302,8 +390,8 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return fmt.Errorf("failed to create the event cache: %w", err)
 	}
-	if err := events.IndexField(context.Background(), &corev1.Event{}, involvedUIDIndex, func(o client.Object) []string {
-		return []string{string(o.(*corev1.Event).InvolvedObject.UID)}
+	if err := events.IndexField(context.Background(), &corev1.Event{}, involvedNameIndex, func(o client.Object) []string {
+		return []string{o.(*corev1.Event).InvolvedObject.Name}
 	}); err != nil {
 		return fmt.Errorf("failed to index events: %w", err)
 	}
@@ -331,14 +419,29 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		MaxAge:     o.MaxAge,
 		Clock:      clock.RealClock{},
 	}
-	isCanaryEvent := predicate.NewTypedPredicateFuncs(func(e *corev1.Event) bool { return IsCanaryEvent(e) })
+	// Only Events of reasons that may be sent wake the controller; its own
+	// AlertProviderInvalid Events do not.
+	isCanaryEvent := predicate.NewTypedPredicateFuncs(func(e *corev1.Event) bool {
+		return IsCanaryEvent(e) && reasons[e.Reason].send
+	})
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("notifier").
-		WatchesRawSource(source.Kind(events, &corev1.Event{}, &handler.TypedEnqueueRequestForObject[*corev1.Event]{}, isCanaryEvent)).
+		WatchesRawSource(source.Kind(events, &corev1.Event{}, handler.TypedEnqueueRequestsFromMapFunc(canaryOf), isCanaryEvent)).
+		// One worker: the messages of different Canaries go out in the
+		// order their Canaries were looked at.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(c)
 	if err != nil {
 		return fmt.Errorf("failed to set up the notifier controller: %w", err)
 	}
 	return nil
+}
+
+// canaryOf maps an Event to the Canary it was recorded on.
+func canaryOf(_ context.Context, e *corev1.Event) []reconcile.Request {
+	ns := e.InvolvedObject.Namespace
+	if ns == "" {
+		ns = e.Namespace
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: e.InvolvedObject.Name}}}
 }

@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"encoding/json"
+	"html"
 	"net/http"
 	"strings"
 	"testing"
@@ -176,11 +177,11 @@ func decode(t *testing.T, m slackrecorder.Message) received {
 	for _, b := range a.Blocks {
 		switch {
 		case b.Type == "section" && b.Text != nil && r.Headline == "":
-			r.Headline = strings.Trim(strings.SplitN(b.Text.Text, "\n", 2)[0], "*")
+			r.Headline = html.UnescapeString(strings.Trim(strings.SplitN(b.Text.Text, "\n", 2)[0], "*"))
 		case b.Type == "section":
 			for _, f := range b.Fields {
 				title, value, _ := strings.Cut(f.Text, "\n")
-				r.Fields[strings.Trim(title, "*")] = value
+				r.Fields[html.UnescapeString(strings.Trim(title, "*"))] = html.UnescapeString(value)
 			}
 		case b.Type == "context":
 			for _, e := range b.Elements {

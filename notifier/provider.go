@@ -63,16 +63,29 @@ var sinkBuilders = map[string]func(r *Resolver, p *weirv1.AlertProvider, address
 	weirv1.AlertProviderWebhook: (*Resolver).webhookSink,
 }
 
+// invalidError is a configuration problem of an alert: a missing or
+// unusable AlertProvider or Secret. Other errors reading them are
+// transient.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return e.msg }
+
+// invalid returns an invalidError with a formatted message.
+func invalid(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
 // Resolve returns where c's Events go: one Target per distinct provider
 // (alerts naming the same provider are merged, the least severe threshold
-// wins), and the alerts that could not be resolved. A Canary without alerts
-// goes to the default sink, if any.
-func (r *Resolver) Resolve(ctx context.Context, c *weirv1.Canary) ([]Target, []Problem) {
+// wins), and the alerts that cannot be resolved because of their
+// configuration. A Canary without alerts goes to the default sink, if any.
+// The error is a transient failure to read a provider or Secret.
+func (r *Resolver) Resolve(ctx context.Context, c *weirv1.Canary) ([]Target, []Problem, error) {
 	if len(c.Spec.Analysis.Alerts) == 0 {
 		if r.Default == nil {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return []Target{{Provider: DefaultProvider, Sink: r.Default, MinSeverity: SeverityInfo}}, nil
+		return []Target{{Provider: DefaultProvider, Sink: r.Default, MinSeverity: SeverityInfo}}, nil, nil
 	}
 	byProvider := map[string]Target{}
 	var problems []Problem
@@ -92,9 +105,13 @@ func (r *Resolver) Resolve(ctx context.Context, c *weirv1.Canary) ([]Target, []P
 			continue
 		}
 		sink, err := r.sink(ctx, ref)
-		if err != nil {
+		var inv *invalidError
+		switch {
+		case errors.As(err, &inv):
 			problems = append(problems, Problem{Alert: a.Name, Provider: ref.String(), Err: err})
 			continue
+		case err != nil:
+			return nil, nil, err
 		}
 		byProvider[ref.String()] = Target{Provider: ref.String(), Sink: sink, MinSeverity: sev}
 	}
@@ -103,7 +120,7 @@ func (r *Resolver) Resolve(ctx context.Context, c *weirv1.Canary) ([]Target, []P
 		targets = append(targets, t)
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].Provider < targets[j].Provider })
-	return targets, problems
+	return targets, problems, nil
 }
 
 // sink reads the AlertProvider ref and its Secret and builds its sink.
@@ -111,7 +128,7 @@ func (r *Resolver) sink(ctx context.Context, ref types.NamespacedName) (Notifier
 	var p weirv1.AlertProvider
 	if err := r.Client.Get(ctx, ref, &p); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("AlertProvider %s not found", ref)
+			return nil, invalid("AlertProvider %s not found", ref)
 		}
 		return nil, fmt.Errorf("failed to get AlertProvider %s: %w", ref, err)
 	}
@@ -121,7 +138,7 @@ func (r *Resolver) sink(ctx context.Context, ref types.NamespacedName) (Notifier
 		var s corev1.Secret
 		if err := r.Secrets.Get(ctx, sref, &s); err != nil {
 			if apierrors.IsNotFound(err) {
-				return nil, fmt.Errorf("Secret %s of AlertProvider %s not found", sref, ref)
+				return nil, invalid("Secret %s of AlertProvider %s not found", sref, ref)
 			}
 			return nil, fmt.Errorf("failed to get Secret %s of AlertProvider %s: %w", sref, ref, err)
 		}
@@ -130,16 +147,16 @@ func (r *Resolver) sink(ctx context.Context, ref types.NamespacedName) (Notifier
 		}
 		token = string(s.Data[weirv1.SecretKeyToken])
 		if address == "" && token == "" {
-			return nil, fmt.Errorf("Secret %s of AlertProvider %s holds neither %q nor %q", sref, ref, weirv1.SecretKeyAddress, weirv1.SecretKeyToken)
+			return nil, invalid("Secret %s of AlertProvider %s holds neither %q nor %q", sref, ref, weirv1.SecretKeyAddress, weirv1.SecretKeyToken)
 		}
 	}
 	build, ok := sinkBuilders[p.Spec.Type]
 	if !ok {
-		return nil, fmt.Errorf("AlertProvider %s has unknown type %q", ref, p.Spec.Type)
+		return nil, invalid("AlertProvider %s has unknown type %q", ref, p.Spec.Type)
 	}
 	sink, err := build(r, &p, address, token)
 	if err != nil {
-		return nil, fmt.Errorf("AlertProvider %s: %w", ref, err)
+		return nil, invalid("AlertProvider %s: %v", ref, err)
 	}
 	return sink, nil
 }
