@@ -229,7 +229,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		log = s.opts.Logger
 	}
 	log = log.WithName("xds")
-	ctx = logr.NewContext(ctx, log)
+	ctx, cancel := context.WithCancel(logr.NewContext(ctx, log))
+	defer cancel()
 	g := grpc.NewServer(
 		grpc.MaxConcurrentStreams(1<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -253,6 +254,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	case err = <-serveErr:
 		err = fmt.Errorf("xDS server failed: %w", err)
 	}
+	cancel() // ends the ADS streams and the rebuild loop
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
 	select {
@@ -310,7 +312,8 @@ func (s *Server) Rebuild(ctx context.Context) bool {
 	start := time.Now()
 	in, err := s.source.Input(ctx)
 	if err != nil {
-		log.Error(err, "failed to read the objects to translate")
+		log.Error(err, "failed to read the objects to translate; retrying in a second")
+		time.AfterFunc(time.Second, s.Trigger)
 		return false
 	}
 	s.mu.Lock()
