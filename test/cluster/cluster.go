@@ -3,6 +3,20 @@
 // in-process node agent that runs pods as local processes, Prometheus
 // scraping the pods, and a Slack recorder. Everything logs into one folder
 // and Stop leaves no process, port or route behind.
+//
+// Two things differ from a textbook cluster, both forced by what is real
+// here:
+//   - Pods get addresses from a /24 of 198.18.0.0/15 made local with one
+//     route on lo, not from 127.0.0.0/8: the API server rejects loopback
+//     addresses in EndpointSlices, so pods on 127.x would never become
+//     endpoints (see network.go; Options.PodCIDR can still pick 127.x).
+//   - Debian's Prometheus has no kubernetes_sd_configs, so the cluster
+//     serves the pods to Prometheus through HTTP service discovery with the
+//     same __meta_kubernetes_pod_* labels (see discovery.go).
+//
+// There is no kube-proxy, DNS or kubelet API: Service cluster IPs do not
+// answer, and `kubectl logs` does not work; container logs are files in
+// LogDir()/pods.
 package cluster
 
 import (
@@ -124,11 +138,22 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		{"default service account", c.waitDefaultServiceAccount},
 	}
 	for _, s := range steps {
-		if err := s.run(ctx); err != nil {
+		if err := runStep(ctx, s.run); err != nil {
 			return nil, fmt.Errorf("failed to start the local cluster (%s; logs in %s): %w", s.name, c.logDir, err)
 		}
 	}
 	return c, nil
+}
+
+// runStep runs a start step, again (up to three times in all) when it lost
+// its port to another process.
+func runStep(ctx context.Context, step func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		err := step(ctx)
+		if err == nil || !errors.Is(err, errPortInUse) || attempt == 3 {
+			return err
+		}
+	}
 }
 
 // newCluster prepares the folders, keys and tokens of a cluster.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,11 +40,15 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	dataDir := filepath.Join(c.dir, "etcd")
+	if err := os.RemoveAll(dataDir); err != nil { // left by an attempt that lost its port
+		return fmt.Errorf("failed to clear %s: %w", dataDir, err)
+	}
 	c.etcdURL = "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	args := []string{
 		"--name=weir-local",
-		"--data-dir=" + filepath.Join(c.dir, "etcd"),
+		"--data-dir=" + dataDir,
 		"--listen-client-urls=" + c.etcdURL, "--advertise-client-urls=" + c.etcdURL,
 		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
 		"--initial-cluster=weir-local=" + peerURL,
@@ -151,12 +156,26 @@ func waitHealthy(ctx context.Context, p *Process, client *http.Client, url, toke
 		}
 		select {
 		case <-p.Exited():
-			return fmt.Errorf("%w before it was healthy (see %s)", p.exitError(), p.log.Name())
+			err := fmt.Errorf("%w before it was healthy (see %s)", p.exitError(), p.log.Name())
+			if logMentions(p.log.Name(), "address already in use") {
+				return fmt.Errorf("%w: %w", errPortInUse, err)
+			}
+			return err
 		case <-ctx.Done():
 			return fmt.Errorf("%s not healthy at %s: %w (last: %v)", p.name, url, ctx.Err(), last)
 		case <-tick.C:
 		}
 	}
+}
+
+// errPortInUse marks a component that exited because another process took
+// its port between freePort and its start; Start tries it again.
+var errPortInUse = errors.New("port taken by another process")
+
+// logMentions reports whether the log at path contains s.
+func logMentions(path, s string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && strings.Contains(string(b), s)
 }
 
 // probeOK does one GET of url and wants 200.

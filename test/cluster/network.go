@@ -198,12 +198,31 @@ func isBroadcast(prefix netip.Prefix, a netip.Addr) bool {
 	return !prefix.Contains(a.Next())
 }
 
+// handedOut are the ports freePort returned in this process, never
+// returned twice, so that the components of one or several clusters
+// started by one process do not get the same port.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// Another process may still take it before it is used: Start retries a
+// component that failed to bind (see errPortInUse).
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("failed to find a free port: %w", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("failed to find a free port: %w", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		_ = ln.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("failed to find a free port that was not handed out before")
 }

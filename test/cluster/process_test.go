@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -57,5 +59,25 @@ func TestProcessKill(t *testing.T) {
 	}
 	if processAlive(p.Pid()) {
 		t.Errorf("process %d alive after Kill", p.Pid())
+	}
+}
+
+// TestPortLostIsRetried checks that a component that exits because its
+// port was taken is reported as errPortInUse and its step tried again.
+func TestPortLostIsRetried(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	attempts := 0
+	err := runStep(ctx, func(ctx context.Context) error {
+		attempts++
+		log := filepath.Join(t.TempDir(), "c.log")
+		p, err := StartProcess("c", log, "/bin/sh", []string{"-c", "echo 'listen tcp 127.0.0.1:1: bind: address already in use'; exit 1"}, nil)
+		if err != nil {
+			return err
+		}
+		return waitHealthy(ctx, p, plainClient(), "http://127.0.0.1:1/", "")
+	})
+	if !errors.Is(err, errPortInUse) || attempts != 3 {
+		t.Errorf("err = %v after %d attempts, want errPortInUse after 3", err, attempts)
 	}
 }
