@@ -27,10 +27,10 @@ import (
 )
 
 const (
-	ns       = "test"
-	app      = "podinfo"
-	client_  = "mesh-client"
-	host     = "podinfo.test:9898"
+	ns       = framework.Namespace
+	app      = framework.App
+	client_  = framework.Client
+	host     = framework.AppHost
 	rate     = 100 // requests per second through the client sidecar
 	interval = 5 * time.Second
 	// tolerance is how far, in points, the traffic share seen by the load
@@ -92,32 +92,12 @@ func setUp(ctx context.Context, t *testing.T) *suite {
 		}
 	})
 	s := &suite{env: env, slack: env.Cluster.SlackRecorder()}
-	must(t, env.CreateNamespace(ctx, ns))
-	must(t, env.Apply(ctx, framework.ClientDeployment(ns, client_, env.XDSAddress)))
-	must(t, env.Apply(ctx, framework.AppDeployment(ns, app, 3, framework.AppVersion{Tag: "v1"}, env.XDSAddress)))
-	must(t, env.WaitDeploymentAvailable(ctx, ns, client_, 2*time.Minute))
-	must(t, env.WaitDeploymentAvailable(ctx, ns, app, 2*time.Minute))
-	must(t, env.Apply(ctx, framework.NewCanary(ns, app,
-		framework.WithInterval(interval),
-		framework.WithThreshold(2),
-		framework.WithStepWeights(10, 50, 100),
-		framework.WithProgressDeadline(60*time.Second),
-		framework.WithMetric(v1alpha1.MetricRequestSuccessRate, ptr.To(99.0), nil, 0),
-		framework.WithMetric(v1alpha1.MetricRequestDuration, nil, ptr.To(500.0), 0),
-		framework.WithRetries(2, time.Second),
-		framework.WithOutlierDetection(3, time.Second, 30*time.Second, 34),
-	)))
 	s.tl = env.WatchCanary(ctx, ns, app)
-	if _, err := env.WaitCanary(ctx, ns, app, 2*time.Minute, phaseIs(v1alpha1.PhaseInitialized, v1alpha1.PhaseSucceeded)); err != nil {
-		t.Fatalf("canary never initialised: %v", err)
+	clientIP, err := env.InstallPodinfo(ctx, framework.AppVersion{Tag: "v1"}, framework.DefaultCanary(interval)...)
+	if err != nil {
+		t.Fatalf("failed to install podinfo under a Canary: %v", err)
 	}
-	must(t, env.WaitDeploymentAvailable(ctx, ns, app+"-primary", 2*time.Minute))
-
-	clients, err := env.ReadyPods(ctx, ns, client_)
-	if err != nil || len(clients) != 1 {
-		t.Fatalf("want one ready client pod, got %d (%v)", len(clients), err)
-	}
-	s.traffic, err = framework.StartTraffic(ctx, clients[0].Status.PodIP, host, rate)
+	s.traffic, err = framework.StartTraffic(ctx, clientIP, host, rate)
 	must(t, err)
 	t.Cleanup(s.traffic.Stop)
 	// All traffic reaches v1 before anything else happens.
