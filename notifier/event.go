@@ -250,8 +250,11 @@ func (ev Event) Fields() []Field {
 	if ev.Weight != "" {
 		add("Weight", ev.Weight+"%")
 	}
+	// The reconciler annotates every Event with its failed checks; none
+	// failed is not worth a line.
 	switch {
-	case ev.FailedChecks != "" && ev.Threshold != "":
+	case ev.FailedChecks == "" || ev.FailedChecks == "0":
+	case ev.Threshold != "":
 		add("Failed checks", ev.FailedChecks+"/"+ev.Threshold)
 	default:
 		add("Failed checks", ev.FailedChecks)

@@ -3,8 +3,11 @@ package notifier
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	weirv1 "github.com/weir-dev/weir/canary/v1alpha1"
 )
@@ -69,6 +72,12 @@ func TestFromKubeEvent(t *testing.T) {
 			name: "waiting for confirmation", step: newStep(weirv1.EventWaitingForConfirmation, "3 of 4 sidecars", weight("50")),
 			wantSend: true, wantSev: SeverityWarn, wantHead: "podinfo.test waiting for the data plane to confirm the weight",
 			wantFields: []Field{{"Weight", "50%"}},
+		},
+		{
+			name:     "no failed checks is not worth a line",
+			step:     newStep(weirv1.EventPromoted, "done", r, weight("0"), checks("0", "5")),
+			wantSend: true, wantSev: SeverityInfo, wantHead: "podinfo.test promoted",
+			wantFields: []Field{{"New revision", imgNew + " (7d9f8c6b5a)"}, {"Old revision", imgOld}, {"Weight", "0%"}},
 		},
 		{name: "promoting is followed by promoted", step: newStep(weirv1.EventPromoting, "copying", r)},
 		{name: "initialized is not sent", step: newStep(weirv1.EventInitialized, "ready", r)},
@@ -162,5 +171,33 @@ func TestSlackMessage(t *testing.T) {
 	}
 	if n := len(att.Blocks.BlockSet); n != 3 {
 		t.Errorf("got %d blocks, want headline, fields and context", n)
+	}
+}
+
+func TestSortEvents(t *testing.T) {
+	at := func(name string, sec int, nano bool) *corev1.Event {
+		e := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		ts := time.Date(2026, 11, 22, 4, 0, sec, 0, time.UTC)
+		if nano {
+			e.EventTime = metav1.NewMicroTime(ts)
+		} else {
+			e.FirstTimestamp = metav1.NewTime(ts)
+		}
+		return e
+	}
+	events := []*corev1.Event{
+		at("podinfo.18ea4399abc3d6e7", 1, false), // same second as the next: by name
+		at("podinfo.18ea4399abc2c6fb", 1, false),
+		at("podinfo.0000000000000009", 0, false), // an earlier second wins over its name
+		at("podinfo.aaaa", 2, true),
+	}
+	sortEvents(events)
+	var got []string
+	for _, e := range events {
+		got = append(got, e.Name)
+	}
+	want := []string{"podinfo.0000000000000009", "podinfo.18ea4399abc2c6fb", "podinfo.18ea4399abc3d6e7", "podinfo.aaaa"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("order (-want +got):\n%s", diff)
 	}
 }

@@ -154,6 +154,9 @@ func TestRolloutMessages(t *testing.T) {
 			for _, m := range msgs[:len(tt.want)] {
 				d := decode(t, m)
 				got = append(got, wantMsg{Headline: strings.ReplaceAll(d.Headline, "."+ns+" ", ".NS "), Color: d.Color, Fields: d.Fields})
+				if d.Headline == "podinfo."+ns+" rolled back" {
+					t.Logf("rollback message as the Slack recorder received it (%s):\n%s", m.Kind, m.Raw)
+				}
 				if len(d.Context) == 0 || d.Context[0] != "cluster *test-cluster*" {
 					t.Errorf("%s: context %q lacks the cluster", d.Headline, d.Context)
 				}
