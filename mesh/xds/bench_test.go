@@ -27,7 +27,7 @@ const (
 )
 
 // BenchmarkADSFleet serves a mesh of 50 Services (one under a Canary) to
-// 1,000 simulated sidecars and measures, over 20 weight changes, the time
+// 1,000 simulated sidecars and measures, over 50 weight changes, the time
 // from SetWeight until every sidecar ACKed a route version carrying the
 // weight, the controller's heap per connected sidecar, and its CPU per
 // push.
@@ -43,7 +43,7 @@ func BenchmarkADSFleet(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("WEIR_XDS_BENCH_CLIENTS")); err == nil && v > 0 {
 		clients = v
 	}
-	const perConn, changes = 20, 20
+	const perConn, changes = 20, 50
 	for range b.N {
 		runFleet(b, clients, perConn, changes)
 	}

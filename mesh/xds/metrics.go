@@ -31,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	m := &Metrics{
 		ConnectedProxies: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "weir_xds_connected_proxies", Help: "Open xDS streams from sidecars.",
+			Name: "weir_xds_connected_proxies", Help: "Open xDS streams from sidecars (one ADS stream per sidecar).",
 		}),
 		Pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weir_xds_pushes_total", Help: "xDS responses sent to sidecars, by resource type.",
