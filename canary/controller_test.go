@@ -208,7 +208,7 @@ func (f *fixture) events() []corev1.Event {
 			out = append(out, e)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b corev1.Event) int { return a.FirstTimestamp.Compare(b.FirstTimestamp.Time) })
+	slices.SortStableFunc(out, func(a, b corev1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
 	return out
 }
 
@@ -439,6 +439,19 @@ func TestControllerRollback(t *testing.T) {
 			t.Errorf("last checks (-want +got):\n%s", diff)
 		}
 	})
+
+	// Two analyses went 0 → 10 with the same message: two Events, each
+	// with its own transition, never one merged Event.
+	keys := map[string]bool{}
+	for _, e := range f.eventsWith(v1alpha1.EventWeightAdvanced) {
+		if e.Count != 1 || keys[e.Annotations[v1alpha1.AnnotationTransition]] {
+			t.Errorf("WeightAdvanced %q: count %d, transition %s seen before: %v", e.Message, e.Count, e.Annotations[v1alpha1.AnnotationTransition], keys)
+		}
+		keys[e.Annotations[v1alpha1.AnnotationTransition]] = true
+	}
+	if len(keys) != 2 {
+		t.Errorf("%d WeightAdvanced transitions, want 2 (one per analysis)", len(keys))
+	}
 }
 
 func TestControllerRestartMidRollout(t *testing.T) {

@@ -138,7 +138,7 @@ func startControllerWith(t *testing.T, cfg *rest.Config, ns string, router traff
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, stopRecorder, err := NewEventRecorder(cfg, scheme)
+	rec, err := NewEventRecorder(cfg, scheme)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,6 @@ func startControllerWith(t *testing.T, cfg *rest.Config, ns string, router traff
 			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 				t.Errorf("manager: %v", err)
 			}
-			stopRecorder()
 		})
 	}}
 	t.Cleanup(run.stop)

@@ -102,11 +102,10 @@ func run(o options) error {
 	if err := setupNotifier(mgr, o.notify); err != nil {
 		return err
 	}
-	recorder, stopRecorder, err := canary.NewEventRecorder(cfg, scheme)
+	recorder, err := canary.NewEventRecorder(cfg, scheme)
 	if err != nil {
 		return err
 	}
-	defer stopRecorder()
 
 	ctx := ctrl.SetupSignalHandler()
 	r := &canary.Reconciler{Client: mgr.GetClient(), Recorder: recorder, Router: router, Checker: checker}
