@@ -27,19 +27,20 @@ type KubeSource struct {
 	Reader client.Reader
 }
 
-// Input implements Source.
+// Input implements Source. The objects are the cache's own, not copies:
+// the translator only reads them.
 func (k KubeSource) Input(ctx context.Context) (Input, error) {
 	var in Input
 	var svcs corev1.ServiceList
-	if err := k.Reader.List(ctx, &svcs); err != nil {
+	if err := k.Reader.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("failed to list Services: %w", err)
 	}
 	var eps discoveryv1.EndpointSliceList
-	if err := k.Reader.List(ctx, &eps); err != nil {
+	if err := k.Reader.List(ctx, &eps, client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("failed to list EndpointSlices: %w", err)
 	}
 	var canaries weirv1alpha1.CanaryList
-	if err := k.Reader.List(ctx, &canaries); err != nil {
+	if err := k.Reader.List(ctx, &canaries, client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("failed to list Canaries: %w", err)
 	}
 	for i := range svcs.Items {
