@@ -329,12 +329,12 @@ func (d *decision) runChecks() bool {
 	d.st.Iterations++
 	d.st.LastCheckTime = d.now()
 	d.st.LastChecks = append([]v1alpha1.MetricVerdict(nil), d.in.Verdicts...)
-	failed := d.failed(d.in.Verdicts)
-	if len(failed) == 0 {
+	bad := failed(d.in.Verdicts)
+	if len(bad) == 0 {
 		return false
 	}
 	d.st.FailedChecks++
-	for _, v := range failed {
+	for _, v := range bad {
 		d.event(corev1.EventTypeWarning, v1alpha1.EventCheckFailed,
 			fmt.Sprintf("%d-%s", d.st.Iterations, v.Metric),
 			fmt.Sprintf("Check %d failed (%d of %d failed checks) at weight %d: %s",
@@ -343,7 +343,7 @@ func (d *decision) runChecks() bool {
 	}
 	if d.st.FailedChecks >= d.threshold {
 		d.rollback(v1alpha1.RollbackCauseThreshold, fmt.Sprintf(
-			"%d of %d checks failed, last: %s", d.st.FailedChecks, d.threshold, describeVerdict(failed[0])), &failed[0])
+			"%d of %d checks failed, last: %s", d.st.FailedChecks, d.threshold, describeVerdict(bad[0])), &bad[0])
 		return true
 	}
 	d.requeue(d.interval)
@@ -448,14 +448,11 @@ func (d *decision) promote() {
 		d.requeue(confirmPoll)
 		return
 	}
-	if !p.Ready {
-		d.primaryNotReady()
+	if !d.primaryReady() {
 		return
 	}
-	d.st.NotReadySince = nil
 	d.setPhase(v1alpha1.PhaseFinalising)
 	d.setWeight(0)
-	d.requeue(confirmPoll)
 }
 
 // finalise scales the canary to zero once all traffic is back on the
@@ -485,28 +482,30 @@ func (d *decision) initialise() {
 		d.requeue(confirmPoll)
 		return
 	}
-	if !p.Ready {
-		d.primaryNotReady()
+	if !d.primaryReady() {
 		return
 	}
-	d.st.NotReadySince = nil
 	d.st.LastAppliedSpec, d.st.LastPromotedSpec = p.Revision, p.Revision
 	d.setPhase(v1alpha1.PhaseInitialized)
 	d.event(corev1.EventTypeNormal, v1alpha1.EventInitialized, "0", fmt.Sprintf(
 		"%s (revision %s, %s) is ready and serves all traffic", d.c.GetPrimaryName(), p.Revision, p.Images), nil)
-	d.requeue(confirmPoll)
 }
 
-// primaryNotReady waits for the primary. Past the deadline it warns once
-// and keeps waiting: there is nothing to roll back to.
-func (d *decision) primaryNotReady() {
+// primaryReady is true once the primary is ready. Until then it waits, and
+// past the deadline it warns once and keeps waiting: there is nothing to
+// roll back to.
+func (d *decision) primaryReady() bool {
+	if d.in.Primary.Ready {
+		d.st.NotReadySince = nil
+		return true
+	}
 	if d.st.NotReadySince == nil {
 		d.st.NotReadySince = d.now()
 	}
 	left := d.st.NotReadySince.Add(d.deadline).Sub(d.in.Now)
 	if left > 0 {
 		d.requeue(min(left, readinessPoll))
-		return
+		return false
 	}
 	msg := fmt.Sprintf("%s not ready within %s: %s", d.c.GetPrimaryName(), d.deadline, d.in.Primary.Message)
 	if r := apimeta.FindStatusCondition(d.st.Conditions, v1alpha1.ConditionReady); r == nil || r.Reason != v1alpha1.ReasonProgressDeadlineExceeded {
@@ -514,6 +513,7 @@ func (d *decision) primaryNotReady() {
 	}
 	d.setReady(metav1.ConditionFalse, v1alpha1.ReasonProgressDeadlineExceeded, msg)
 	d.requeue(readinessPoll)
+	return false
 }
 
 // rollback sends all traffic to the primary; the canary is scaled to zero
@@ -617,7 +617,8 @@ func (d *decision) now() *metav1.Time {
 	return &t
 }
 
-func (d *decision) failed(vs []v1alpha1.MetricVerdict) []v1alpha1.MetricVerdict {
+// failed returns the verdicts that did not pass.
+func failed(vs []v1alpha1.MetricVerdict) []v1alpha1.MetricVerdict {
 	var out []v1alpha1.MetricVerdict
 	for _, v := range vs {
 		if !v.Passed {
@@ -628,7 +629,7 @@ func (d *decision) failed(vs []v1alpha1.MetricVerdict) []v1alpha1.MetricVerdict 
 }
 
 func (d *decision) lastFailed() *v1alpha1.MetricVerdict {
-	if f := d.failed(d.st.LastChecks); len(f) > 0 {
+	if f := failed(d.st.LastChecks); len(f) > 0 {
 		return &f[0]
 	}
 	return nil

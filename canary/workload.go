@@ -100,14 +100,9 @@ func ownLabels(c *v1alpha1.Canary, role string) map[string]string {
 // newPrimary returns the primary Deployment for c, a copy of the target
 // whose pods carry the primary's labels.
 func newPrimary(c *v1alpha1.Canary, target *appsv1.Deployment) (*appsv1.Deployment, error) {
-	sel, err := targetSelector(target)
-	if err != nil {
-		return nil, err
-	}
 	p := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: c.GetPrimaryName(), Namespace: c.Namespace},
 	}
-	p.Spec.Selector = &metav1.LabelSelector{MatchLabels: primaryLabels(sel)}
 	if err := setPrimarySpec(c, p, target); err != nil {
 		return nil, err
 	}
@@ -116,11 +111,14 @@ func newPrimary(c *v1alpha1.Canary, target *appsv1.Deployment) (*appsv1.Deployme
 
 // setPrimarySpec copies the target's pod template, scale and rollout
 // settings to the primary p, relabelled for the primary, and records the
-// revision. The selector of p is immutable and left as it is.
+// revision. The selector of p, immutable, is set only on a new p.
 func setPrimarySpec(c *v1alpha1.Canary, p, target *appsv1.Deployment) error {
 	sel, err := targetSelector(target)
 	if err != nil {
 		return err
+	}
+	if p.Spec.Selector == nil {
+		p.Spec.Selector = &metav1.LabelSelector{MatchLabels: primaryLabels(sel)}
 	}
 	p.Labels = primaryObjectLabels(c, target.Labels, sel)
 	p.Annotations = copyAnnotations(target.Annotations)
