@@ -270,10 +270,9 @@ func rolledBack(ctx context.Context, t *testing.T, s *suite, c *v1alpha1.Canary,
 	if c.Status.CanaryWeight != 0 || c.Status.FailedChecks < 2 {
 		t.Errorf("after rollback: weight %d, failed checks %d; want 0 and >= 2", c.Status.CanaryWeight, c.Status.FailedChecks)
 	}
-	d := &appsv1.Deployment{}
-	must(t, s.env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: app}, d))
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 0 {
-		t.Errorf("canary Deployment has %v replicas after rollback, want 0", d.Spec.Replicas)
+	// The canary is scaled to zero once the sidecars acknowledged weight 0.
+	if err := s.env.WaitScaledToZero(ctx, ns, app, 30*time.Second); err != nil {
+		t.Errorf("canary Deployment after rollback: %v", err)
 	}
 	primaryRuns(ctx, t, s, primaryVersion)
 	waitShare(ctx, t, s, primaryVersion, 100)

@@ -325,3 +325,28 @@ func freeAddress(host string) (string, error) {
 	defer l.Close()
 	return l.Addr().String(), nil
 }
+
+// WaitScaledToZero waits until a Deployment asks for zero replicas and has
+// no pods left.
+func (e *Env) WaitScaledToZero(ctx context.Context, ns, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d appsv1.Deployment
+	err := poll(ctx, 250*time.Millisecond, func(ctx context.Context) (bool, error) {
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &d); err != nil {
+			return false, nil
+		}
+		return d.Spec.Replicas != nil && *d.Spec.Replicas == 0 && d.Status.Replicas == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s/%s still has %d replicas (spec %v): %w", ns, name, d.Status.Replicas, ptrString(d.Spec.Replicas), err)
+	}
+	return nil
+}
+
+func ptrString(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
+}
