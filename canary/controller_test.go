@@ -467,6 +467,7 @@ func TestControllerRestartMidRollout(t *testing.T) {
 		st := f.canary().Status
 		return st.CanaryWeight == 50 && st.StepStartTime != nil
 	})
+	logKubectl(t, f.ns)
 	first.stop()
 	stopped := f.canary()
 	t.Logf("stopped at weight %d, iterations %d, step started %v", stopped.Status.CanaryWeight, stopped.Status.Iterations, stopped.Status.StepStartTime)
