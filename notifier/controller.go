@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -188,9 +189,10 @@ func (c *Controller) report(canary *weirv1.Canary, problems []Problem) {
 	}
 }
 
-// sortEvents orders a Canary's Events by when they were first recorded;
-// Events of the same instant by name, which client-go's recorder makes
-// from the nanosecond of recording.
+// sortEvents orders a Canary's Events by when they were first recorded:
+// eventTime (microseconds; weir's reconciler sets it), else firstTimestamp
+// (seconds). Events of the same instant go by name, which client-go's
+// recorder makes from the nanosecond of recording.
 func sortEvents(events []*corev1.Event) {
 	first := func(e *corev1.Event) time.Time {
 		switch {
@@ -203,7 +205,7 @@ func sortEvents(events []*corev1.Event) {
 		}
 	}
 	sort.SliceStable(events, func(i, j int) bool {
-		ti, tj := first(events[i]).Truncate(time.Second), first(events[j]).Truncate(time.Second)
+		ti, tj := first(events[i]), first(events[j])
 		if !ti.Equal(tj) {
 			return ti.Before(tj)
 		}
@@ -419,11 +421,18 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		MaxAge:     o.MaxAge,
 		Clock:      clock.RealClock{},
 	}
-	// Only Events of reasons that may be sent wake the controller; its own
-	// AlertProviderInvalid Events do not.
-	isCanaryEvent := predicate.NewTypedPredicateFuncs(func(e *corev1.Event) bool {
-		return IsCanaryEvent(e) && reasons[e.Reason].send
-	})
+	// Only new Events of reasons that may be sent wake the controller: not
+	// its own AlertProviderInvalid Events, not its notified marks, not
+	// deletions.
+	worthALook := func(e *corev1.Event) bool { return IsCanaryEvent(e) && reasons[e.Reason].send }
+	isCanaryEvent := predicate.TypedFuncs[*corev1.Event]{
+		CreateFunc: func(e event.TypedCreateEvent[*corev1.Event]) bool { return worthALook(e.Object) },
+		UpdateFunc: func(e event.TypedUpdateEvent[*corev1.Event]) bool {
+			return worthALook(e.ObjectNew) && e.ObjectNew.Count != e.ObjectOld.Count
+		},
+		DeleteFunc:  func(event.TypedDeleteEvent[*corev1.Event]) bool { return false },
+		GenericFunc: func(e event.TypedGenericEvent[*corev1.Event]) bool { return worthALook(e.Object) },
+	}
 	err = ctrl.NewControllerManagedBy(mgr).
 		Named("notifier").
 		WatchesRawSource(source.Kind(events, &corev1.Event{}, handler.TypedEnqueueRequestsFromMapFunc(canaryOf), isCanaryEvent)).

@@ -343,3 +343,32 @@ func TestNewSlackRejectsIncompleteOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestAttemptsRunOut(t *testing.T) {
+	ctx := testContext(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	sink, err := NewWebhook(srv.URL, testHTTPClient(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &spyClock{FakeClock: clocktesting.NewFakeClock(time.Now())}
+	d := startDispatcher(t, QueueOptions{Clock: clk, MaxAttempts: 3})
+	failed := counterValue(t, notificationsTotal.WithLabelValues("down", ResultFailed))
+	done, result := doneChan()
+	d.Enqueue(Delivery{Provider: "down", Sink: sink, Event: testEvent(t, weirv1.EventRolledBack), Done: done})
+	for range 2 {
+		eventually(t, ctx, "a back-off", clk.HasWaiters)
+		clk.Step(time.Hour)
+	}
+	err = <-result
+	var derr *DeliveryError
+	if !errors.As(err, &derr) || derr.Permanent || derr.Attempts != 3 {
+		t.Fatalf("got %#v, want a transient failure after 3 attempts", err)
+	}
+	if got := counterValue(t, notificationsTotal.WithLabelValues("down", ResultFailed)) - failed; got != 1 {
+		t.Errorf("failed counted %v, want 1", got)
+	}
+}

@@ -175,10 +175,10 @@ func TestSlackMessage(t *testing.T) {
 }
 
 func TestSortEvents(t *testing.T) {
-	at := func(name string, sec int, nano bool) *corev1.Event {
+	at := func(name string, sec, micro int, withEventTime bool) *corev1.Event {
 		e := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: name}}
-		ts := time.Date(2026, 11, 22, 4, 0, sec, 0, time.UTC)
-		if nano {
+		ts := time.Date(2026, 11, 22, 4, 0, sec, micro*1000, time.UTC)
+		if withEventTime {
 			e.EventTime = metav1.NewMicroTime(ts)
 		} else {
 			e.FirstTimestamp = metav1.NewTime(ts)
@@ -186,17 +186,18 @@ func TestSortEvents(t *testing.T) {
 		return e
 	}
 	events := []*corev1.Event{
-		at("podinfo.18ea4399abc3d6e7", 1, false), // same second as the next: by name
-		at("podinfo.18ea4399abc2c6fb", 1, false),
-		at("podinfo.0000000000000009", 0, false), // an earlier second wins over its name
-		at("podinfo.aaaa", 2, true),
+		at("podinfo.18ea4399abc3d6e7", 1, 0, false), // same second as the next: by name
+		at("podinfo.18ea4399abc2c6fb", 1, 0, false),
+		at("podinfo.0000000000000009", 0, 0, false), // an earlier second wins over its name
+		at("podinfo.zzzzz", 2, 10, true),            // eventTime orders within a second
+		at("podinfo.aaaaa", 2, 20, true),
 	}
 	sortEvents(events)
 	var got []string
 	for _, e := range events {
 		got = append(got, e.Name)
 	}
-	want := []string{"podinfo.0000000000000009", "podinfo.18ea4399abc2c6fb", "podinfo.18ea4399abc3d6e7", "podinfo.aaaa"}
+	want := []string{"podinfo.0000000000000009", "podinfo.18ea4399abc2c6fb", "podinfo.18ea4399abc3d6e7", "podinfo.zzzzz", "podinfo.aaaaa"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("order (-want +got):\n%s", diff)
 	}

@@ -141,6 +141,7 @@ func rollback() []step {
 // received is a recorded Slack message, decoded.
 type received struct {
 	Headline string
+	Body     string
 	Color    string
 	Fields   map[string]string
 	Context  []string
@@ -177,7 +178,8 @@ func decode(t *testing.T, m slackrecorder.Message) received {
 	for _, b := range a.Blocks {
 		switch {
 		case b.Type == "section" && b.Text != nil && r.Headline == "":
-			r.Headline = html.UnescapeString(strings.Trim(strings.SplitN(b.Text.Text, "\n", 2)[0], "*"))
+			head, body, _ := strings.Cut(b.Text.Text, "\n")
+			r.Headline, r.Body = html.UnescapeString(strings.Trim(head, "*")), html.UnescapeString(body)
 		case b.Type == "section":
 			for _, f := range b.Fields {
 				title, value, _ := strings.Cut(f.Text, "\n")
@@ -246,4 +248,17 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// sentinel is the last Event of a test on its Canary: a rollback, so that
+// every alert takes it, with a transition of its own. The notifier sends a
+// Canary's Events in the order they were recorded, so once the sentinel's
+// message is in, every message before it is.
+func sentinel() step {
+	return newStep(weirv1.EventRolledBack, "sentinel", transition("sentinel"))
+}
+
+// isSentinel reports whether m is the sentinel's message.
+func isSentinel(t *testing.T, m slackrecorder.Message) bool {
+	return decode(t, m).Body == "sentinel"
 }

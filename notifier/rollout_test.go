@@ -2,6 +2,8 @@ package notifier
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +82,7 @@ func TestRolloutMessages(t *testing.T) {
 		mode     string
 		severity string
 		rules    Rules
+		direct   bool // record like weir's reconciler: random names, eventTime
 		steps    []step
 		want     []wantMsg
 	}{
@@ -88,7 +91,7 @@ func TestRolloutMessages(t *testing.T) {
 			want: []wantMsg{newRevision, promoted},
 		},
 		{
-			name: "promotion with every step", mode: modeToken, rules: Rules{WeightAdvanced: true}, steps: promotion(),
+			name: "promotion with every step", mode: modeToken, rules: Rules{WeightAdvanced: true}, direct: true, steps: promotion(),
 			want: []wantMsg{
 				newRevision,
 				{"podinfo.NS weight advanced", green, fieldsWith("Weight", "10%")},
@@ -98,7 +101,7 @@ func TestRolloutMessages(t *testing.T) {
 			},
 		},
 		{
-			name: "rollback", mode: modeToken, steps: rollback(),
+			name: "rollback", mode: modeToken, direct: true, steps: rollback(),
 			want: []wantMsg{
 				newRevision,
 				{"podinfo.NS check failed: " + ratio, yellow, fieldsWith("Weight", "10%", "Failed checks", "1/2", "Metric", ratio, "Value", "91.5", "Bound", ">= 99")},
@@ -132,21 +135,20 @@ func TestRolloutMessages(t *testing.T) {
 			rec := startRecorder(t)
 			slackProvider(t, ctx, c, ns, tt.mode, rec)
 			cn := createCanary(t, ctx, c, ns, "podinfo", withAlert("team", tt.severity, "slack"))
-			sentinel := createCanary(t, ctx, c, ns, "zz-sentinel", withAlert("team", "", "slack"))
 			rules := tt.rules
 			rules.Cluster = "test-cluster"
 			startNotifier(t, cfg, Options{Rules: rules})
 
 			events := eventRecorder(t, cfg)
-			recordSteps(events, cn, tt.steps...)
-			// The sentinel is looked at after every Event before it, so
-			// when its message is in, every message of the rollout is.
-			recordSteps(events, sentinel, newStep(weirv1.EventPromoted, "sentinel", transition("sentinel")))
+			if tt.direct {
+				events = &directRecorder{t: t, client: c}
+			}
+			recordSteps(events, cn, append(tt.steps, sentinel())...)
 			msgs, err := rec.WaitForMessages(ctx, len(tt.want)+1)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(msgs) != len(tt.want)+1 || decode(t, msgs[len(msgs)-1]).Headline != "zz-sentinel."+ns+" promoted" {
+			if len(msgs) != len(tt.want)+1 || !isSentinel(t, msgs[len(msgs)-1]) {
 				dumpEvents(t, ctx, c, ns)
 				t.Fatalf("got %d messages, want %d and the sentinel last:\n%s", len(msgs), len(tt.want), headlines(t, msgs))
 			}
@@ -187,7 +189,6 @@ func TestRestartDoesNotResend(t *testing.T) {
 	rec := startRecorder(t)
 	slackProvider(t, ctx, c, ns, modeWebhook, rec)
 	cn := createCanary(t, ctx, c, ns, "podinfo", withAlert("team", "", "slack"))
-	sentinel := createCanary(t, ctx, c, ns, "zz-sentinel", withAlert("team", "", "slack"))
 	events := eventRecorder(t, cfg)
 
 	stop := startNotifier(t, cfg, Options{})
@@ -219,12 +220,12 @@ func TestRestartDoesNotResend(t *testing.T) {
 	recordSteps(events, cn, again)
 
 	startNotifier(t, cfg, Options{})
-	recordSteps(events, sentinel, newStep(weirv1.EventPromoted, "sentinel", transition("sentinel")))
+	recordSteps(events, cn, sentinel())
 	msgs, err := rec.WaitForMessages(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(msgs) != 1 || decode(t, msgs[0]).Headline != "zz-sentinel."+ns+" promoted" {
+	if len(msgs) != 1 || !isSentinel(t, msgs[0]) {
 		t.Fatalf("after the restart got:\n%swant only the sentinel", headlines(t, msgs))
 	}
 }
@@ -313,5 +314,79 @@ func TestHangingSlackDoesNotHoldUpTheNotifier(t *testing.T) {
 	}
 	if h := decode(t, msgs[0]).Headline; h != "other."+ns+" promoted" {
 		t.Errorf("got %q", h)
+	}
+}
+
+func TestDefaultAndWebhookProviders(t *testing.T) {
+	ctx := testContext(t)
+	cfg, c := apiServer(t)
+	ns := newNamespace(t, ctx, c)
+	def := startRecorder(t)
+	payloads := make(chan WebhookPayload, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p WebhookPayload
+		if err := decodeJSON(r, &p); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		payloads <- p
+	}))
+	defer srv.Close()
+	createProvider(t, ctx, c, ns, "hook", weirv1.AlertProviderSpec{Type: weirv1.AlertProviderWebhook, Address: srv.URL})
+	quiet := createCanary(t, ctx, c, ns, "podinfo")                                  // no alerts: the default
+	loud := createCanary(t, ctx, c, ns, "backend", withAlert("ops", "warn", "hook")) // its own provider only
+	startNotifier(t, cfg, Options{
+		Rules:   Rules{Cluster: "prod-eu"},
+		Default: SlackOptions{WebhookURL: def.WebhookURL(), Username: "weir"},
+	})
+	events := eventRecorder(t, cfg)
+	recordSteps(events, quiet, rollback()[4])
+	recordSteps(events, loud, rollback()[0], rollback()[4]) // NewRevision is below warn
+
+	msgs, err := def.WaitForMessages(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := decode(t, msgs[0]).Headline; h != "podinfo."+ns+" rolled back" || msgs[0].Username != "weir" {
+		t.Errorf("default got %q as %q", h, msgs[0].Username)
+	}
+	var p WebhookPayload
+	select {
+	case p = <-payloads:
+	case <-ctx.Done():
+		t.Fatal("no webhook payload")
+	}
+	if p.Headline != "backend."+ns+" rolled back" || p.Canary != (CanaryRef{Namespace: ns, Name: "backend"}) ||
+		p.Target != "Deployment/backend" || p.Severity != SeverityError || p.Cluster != "prod-eu" || p.Value != "90.25" {
+		t.Errorf("webhook payload %+v", p)
+	}
+	if n := len(def.Messages()); n != 1 {
+		t.Errorf("default got %d messages, want only the Canary without alerts' one", n)
+	}
+}
+
+func TestSameTransitionIsSentOnce(t *testing.T) {
+	ctx := testContext(t)
+	cfg, c := apiServer(t)
+	ns := newNamespace(t, ctx, c)
+	rec := startRecorder(t)
+	slackProvider(t, ctx, c, ns, modeWebhook, rec)
+	cn := createCanary(t, ctx, c, ns, "podinfo", withAlert("team", "", "slack"))
+	startNotifier(t, cfg, Options{})
+
+	// The reconciler records one transition twice, as two Event objects
+	// (e.g. its status patch failed and it decided again).
+	events := &directRecorder{t: t, client: c}
+	first := rollback()[4]
+	again := first
+	again.message = "Rolled back (decided again)"
+	recordSteps(events, cn, first, again, sentinel())
+	msgs, err := rec.WaitForMessages(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 || !isSentinel(t, msgs[1]) {
+		dumpEvents(t, ctx, c, ns)
+		t.Fatalf("got:\n%swant one rollback and the sentinel", headlines(t, msgs))
 	}
 }

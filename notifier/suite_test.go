@@ -20,6 +20,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/reference"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -157,6 +158,49 @@ func eventRecorder(t *testing.T, cfg *rest.Config) record.EventRecorder {
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	t.Cleanup(b.Shutdown)
 	return b.NewRecorder(scheme, corev1.EventSource{Component: "weir-controller"})
+}
+
+// directRecorder writes one Event object per call, named by GenerateName
+// and ordered by eventTime, the way weir's reconciler records them (see
+// canary.NewEventRecorder): nothing merged, names random.
+type directRecorder struct {
+	t      *testing.T
+	client client.Client
+}
+
+func (r *directRecorder) Event(obj runtime.Object, typ, reason, msg string) {
+	r.AnnotatedEventf(obj, nil, typ, reason, "%s", msg)
+}
+
+func (r *directRecorder) Eventf(obj runtime.Object, typ, reason, format string, args ...any) {
+	r.AnnotatedEventf(obj, nil, typ, reason, format, args...)
+}
+
+func (r *directRecorder) AnnotatedEventf(obj runtime.Object, ann map[string]string, typ, reason, format string, args ...any) {
+	ref, err := reference.GetReference(scheme, obj)
+	if err != nil {
+		r.t.Error(err)
+		return
+	}
+	now := time.Now()
+	e := &corev1.Event{
+		ObjectMeta:          metav1.ObjectMeta{GenerateName: ref.Name + ".", Namespace: ref.Namespace, Annotations: ann},
+		InvolvedObject:      *ref,
+		Reason:              reason,
+		Message:             fmt.Sprintf(format, args...),
+		Type:                typ,
+		Source:              corev1.EventSource{Component: "weir-controller", Host: "test"},
+		FirstTimestamp:      metav1.NewTime(now),
+		LastTimestamp:       metav1.NewTime(now),
+		Count:               1,
+		EventTime:           metav1.NewMicroTime(now),
+		Action:              reason,
+		ReportingController: "weir.dev/weir-controller",
+		ReportingInstance:   "test",
+	}
+	if err := r.client.Create(context.Background(), e); err != nil {
+		r.t.Error(err)
+	}
 }
 
 // canaryOption changes a test Canary.
