@@ -125,7 +125,7 @@ func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			continue
 		}
 		if c.MaxAge > 0 && c.Clock != nil && c.Clock.Since(ev.Time) > c.MaxAge {
-			log.V(1).Info("event too old to notify", "event", kev.Name, "age", c.Clock.Since(ev.Time).String())
+			log.Info("event too old to notify, not sent", "event", kev.Name, "reason", kev.Reason, "age", c.Clock.Since(ev.Time).String())
 			continue
 		}
 		todo = append(todo, pending{kev: kev, ev: ev})
@@ -324,12 +324,11 @@ func (c *Controller) done(event types.NamespacedName, mark, key string) func(con
 			}
 			value = NotifiedRejected
 		}
-		if ctx.Err() != nil {
-			return
-		}
 		log := ctrl.LoggerFrom(ctx).WithValues("event", event.String())
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{mark: value}}})
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// A message that went out is marked even while the controller
+		// stops, or the next start would send it again.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		obj := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Namespace: event.Namespace, Name: event.Name}}
 		if err := c.Client.Patch(pctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {

@@ -266,15 +266,15 @@ func TestHangingSlackDoesNotBlock(t *testing.T) {
 func TestWebhookSink(t *testing.T) {
 	ctx := testContext(t)
 	var got WebhookPayload
-	var ctype string
+	var ctype, auth string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctype = r.Header.Get("Content-Type")
+		ctype, auth = r.Header.Get("Content-Type"), r.Header.Get("Authorization")
 		if err := decodeJSON(r, &got); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		}
 	}))
 	defer srv.Close()
-	sink, err := NewWebhook(srv.URL, testHTTPClient(t))
+	sink, err := NewWebhookWithToken(srv.URL, "s3cret", testHTTPClient(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,8 +282,8 @@ func TestWebhookSink(t *testing.T) {
 	if err := sink.Notify(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
-	if ctype != "application/json" {
-		t.Errorf("content type %q", ctype)
+	if ctype != "application/json" || auth != "Bearer s3cret" {
+		t.Errorf("content type %q, authorization %q", ctype, auth)
 	}
 	if got.Headline != "podinfo.test rolled back" || got.Reason != weirv1.EventRolledBack || got.Metric != "request-success-rate" ||
 		got.Value != "90.25" || got.Bound != ">= 99" || got.Cluster != "prod" || got.Severity != SeverityError || got.RollbackCause != "threshold" {

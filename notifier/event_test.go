@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/slack-go/slack"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -200,5 +201,44 @@ func TestSortEvents(t *testing.T) {
 	want := []string{"podinfo.0000000000000009", "podinfo.18ea4399abc2c6fb", "podinfo.18ea4399abc3d6e7", "podinfo.zzzzz", "podinfo.aaaaa"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("order (-want +got):\n%s", diff)
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"a bit too long", 10, "a bit t…"},
+		{"ääääää", 8, "ää…"}, // never cuts a rune in half
+	}
+	for _, tt := range tests {
+		if got := truncate(tt.in, tt.n); got != tt.want || len(got) > tt.n {
+			t.Errorf("truncate(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestSlackMessageStaysWithinLimits(t *testing.T) {
+	s := newStep(weirv1.EventXDSRejected, strings.Repeat("NACK: invalid route <x> ", 400), failedCheck("m", strings.Repeat("9", 3000), "<= 1", "OutOfRange"))
+	ev, _ := Rules{}.FromKubeEvent(kubeEvent("test", "podinfo", s))
+	text, att := SlackMessage(ev)
+	if len(text) > maxSectionText {
+		t.Errorf("text of %d bytes", len(text))
+	}
+	for _, b := range att.Blocks.BlockSet {
+		if sec, ok := b.(*slack.SectionBlock); ok {
+			if sec.Text != nil && len(sec.Text.Text) > maxSectionText {
+				t.Errorf("section text of %d bytes", len(sec.Text.Text))
+			}
+			for _, f := range sec.Fields {
+				if len(f.Text) > maxFieldText {
+					t.Errorf("field of %d bytes", len(f.Text))
+				}
+			}
+		}
 	}
 }

@@ -177,10 +177,11 @@ func (r *Resolver) slackSink(p *weirv1.AlertProvider, address, token string) (No
 	return NewSlack(o)
 }
 
-// webhookSink builds a generic JSON webhook sink.
+// webhookSink builds a generic JSON webhook sink; a token, if any, is sent
+// as a bearer token.
 func (r *Resolver) webhookSink(_ *weirv1.AlertProvider, address, token string) (Notifier, error) {
 	if address == "" {
 		return nil, errors.New("a webhook provider needs an address")
 	}
-	return NewWebhook(address, r.HTTPClient)
+	return NewWebhookWithToken(address, token, r.HTTPClient)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 )
@@ -107,12 +108,14 @@ func SlackMessage(ev Event) (string, slack.Attachment) {
 	if ev.Message != "" {
 		headline += "\n" + escape(ev.Message)
 	}
+	headline = truncate(headline, maxSectionText)
 	blocks := []slack.Block{
 		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, headline, false, false), nil, nil),
 	}
 	var fields []*slack.TextBlockObject
 	for _, f := range ev.Fields() {
-		fields = append(fields, slack.NewTextBlockObject(slack.MarkdownType, "*"+escape(f.Title)+"*\n"+escape(f.Value), false, false))
+		text := truncate("*"+escape(f.Title)+"*\n"+escape(f.Value), maxFieldText)
+		fields = append(fields, slack.NewTextBlockObject(slack.MarkdownType, text, false, false))
 	}
 	if len(fields) > 0 {
 		blocks = append(blocks, slack.NewSectionBlock(nil, fields, nil))
@@ -124,7 +127,7 @@ func SlackMessage(ev Event) (string, slack.Attachment) {
 	context = append(context, slack.NewTextBlockObject(slack.MarkdownType, "reason "+escape(ev.Reason), false, false))
 	blocks = append(blocks, slack.NewContextBlock("", context...))
 
-	text := escape(ev.Text())
+	text := truncate(escape(ev.Text()), maxSectionText)
 	return text, slack.Attachment{
 		Color:    severityColors[ev.Severity],
 		Fallback: text,
@@ -135,4 +138,23 @@ func SlackMessage(ev Event) (string, slack.Attachment) {
 // escape replaces the three characters Slack reserves in message text.
 func escape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// Slack's limits: a section's text, and each of its fields.
+const (
+	maxSectionText = 3000
+	maxFieldText   = 2000
+)
+
+// truncate shortens s to at most n bytes, on a rune boundary, marking the
+// cut with an ellipsis.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

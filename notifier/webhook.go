@@ -15,6 +15,7 @@ import (
 // Webhook posts every Event as a JSON document to a URL.
 type Webhook struct {
 	url        string
+	token      string
 	httpClient *http.Client
 }
 
@@ -37,13 +38,19 @@ type CanaryRef struct {
 
 // NewWebhook returns a webhook sink posting to url with httpClient.
 func NewWebhook(url string, httpClient *http.Client) (*Webhook, error) {
+	return NewWebhookWithToken(url, "", httpClient)
+}
+
+// NewWebhookWithToken returns a webhook sink that also sends token as
+// "Authorization: Bearer <token>" when it is not empty.
+func NewWebhookWithToken(url, token string, httpClient *http.Client) (*Webhook, error) {
 	if url == "" {
 		return nil, errors.New("webhook sink needs an address")
 	}
 	if httpClient == nil {
 		return nil, errors.New("webhook sink needs an HTTP client")
 	}
-	return &Webhook{url: url, httpClient: httpClient}, nil
+	return &Webhook{url: url, token: token, httpClient: httpClient}, nil
 }
 
 // HTTPError is a non-2xx answer of a webhook.
@@ -79,6 +86,9 @@ func (w *Webhook) Notify(ctx context.Context, ev Event) error {
 		return fmt.Errorf("failed to build webhook request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if w.token != "" {
+		req.Header.Set("Authorization", "Bearer "+w.token)
+	}
 	resp, err := w.httpClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("failed to post webhook: %w", err)
