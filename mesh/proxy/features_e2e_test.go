@@ -271,3 +271,22 @@ func TestNewClusterIsSubscribedOverEDS(t *testing.T) {
 		return err == nil && be == "third"
 	})
 }
+
+func TestShortHTTP10Request(t *testing.T) {
+	e := setup(t)
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", e.port), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// 18 bytes, shorter than the HTTP/2 preface; no Host: the "*" domain is absent, so 404.
+	io.WriteString(conn, "GET / HTTP/1.0\r\n\r\n")
+	b, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(b), "HTTP/1.1 404 ") {
+		t.Errorf("got %q, want a 404 response", b)
+	}
+}

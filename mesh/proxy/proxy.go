@@ -433,22 +433,13 @@ func (p *Proxy) Close() {
 type listenerRuntime struct {
 	name    string
 	address string
-	srv     *http.Server
+	srv     *h1Server
 	cfg     atomic.Pointer[listenerConfig]
 }
 
 func (p *Proxy) startListener(ln net.Listener, lc *listenerConfig) *listenerRuntime {
 	rt := &listenerRuntime{name: lc.name, address: lc.address}
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	rt.srv = &http.Server{
-		Handler:           &handler{p: p, l: rt},
-		Protocols:         &protos,
-		ReadHeaderTimeout: 60 * time.Second,
-		IdleTimeout:       time.Hour,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
+	rt.srv = newH1Server(&handler{p: p, l: rt})
 	go func() {
 		if err := rt.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("listener stopped", "listener", lc.name, "address", lc.address, "error", err)
