@@ -75,7 +75,7 @@ type leg struct {
 func run() error {
 	duration := flag.Duration("duration", 10*time.Second, "wrk time per leg, split into -rounds runs")
 	rounds := flag.Int("rounds", 3, "wrk runs per leg, interleaved across legs; the median is reported (evens out noisy neighbours)")
-	fixedFor := flag.Duration("fixed-duration", 5*time.Second, "duration of the 1,000 rps run per leg")
+	fixedFor := flag.Duration("fixed-duration", 6*time.Second, "time of the 1,000 rps run per leg, split into -rounds interleaved runs (median shown)")
 	conns := flag.Int("connections", 64, "wrk connections")
 	memLimit := flag.String("proxy-memory-limit", "", "weir-proxy's --memory-limit (bytes); empty keeps its default")
 	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for weir-proxy; 0 keeps Go's default (one per CPU)")
@@ -203,13 +203,22 @@ func run() error {
 			}
 		}
 	}
+	fixedPer := max(time.Second, *fixedFor/time.Duration(*rounds))
+	fixed := map[string][]wrkResult{}
+	for round := range *rounds {
+		for _, l := range legs {
+			fmt.Fprintf(os.Stderr, "round %d: 1,000 rps to %s for %v...\n", round+1, l.name, fixedPer)
+			p50, p99, errs := fixedRate(ctx, l.url, 1000, fixedPer)
+			fixed[l.name] = append(fixed[l.name], wrkResult{p50: p50, p99: p99})
+			l.fixedErr += errs
+			if pid, ok := pids[l.name]; ok {
+				l.rssKB, l.anonKB = max(l.rssKB, treeRSS(pid, "VmRSS:")), max(l.anonKB, treeRSS(pid, "RssAnon:"))
+			}
+		}
+	}
 	for _, l := range legs {
 		l.rps, l.p50, l.p99 = median(samples[l.name])
-		fmt.Fprintf(os.Stderr, "1000 rps %s for %v...\n", l.name, *fixedFor)
-		l.fixedP50, l.fixedP99, l.fixedErr = fixedRate(ctx, l.url, 1000, *fixedFor)
-		if pid, ok := pids[l.name]; ok {
-			l.rssKB, l.anonKB = max(l.rssKB, treeRSS(pid, "VmRSS:")), max(l.anonKB, treeRSS(pid, "RssAnon:"))
-		}
+		_, l.fixedP50, l.fixedP99 = median(fixed[l.name])
 	}
 
 	fmt.Printf("\nweir-proxy bench: one Go backend on loopback; wrk -t2 -c%d, %d interleaved runs of %v per path (median shown); Host: podinfo (weighted route 90/10, retries and outlier detection in weir-proxy)\n\n", *conns, *rounds, per)
@@ -354,7 +363,8 @@ type wrkResult struct {
 	p50, p99 time.Duration
 }
 
-// median returns the median of each figure over the runs.
+// median returns the median of each figure over the runs (for an even
+// count, the upper middle).
 func median(rs []wrkResult) (float64, time.Duration, time.Duration) {
 	rps := make([]float64, len(rs))
 	p50 := make([]time.Duration, len(rs))
