@@ -90,14 +90,14 @@ func (r *Resolver) Resolve(ctx context.Context, c *weirv1.Canary) ([]Target, []P
 	byProvider := map[string]Target{}
 	var problems []Problem
 	for _, a := range c.Spec.Analysis.Alerts {
-		sev, err := ParseSeverity(a.Severity)
-		if err != nil {
-			problems = append(problems, Problem{Alert: a.Name, Provider: a.ProviderRef.Name, Err: err})
-			continue
-		}
 		ref := types.NamespacedName{Namespace: a.ProviderRef.Namespace, Name: a.ProviderRef.Name}
 		if ref.Namespace == "" {
 			ref.Namespace = c.Namespace
+		}
+		sev, err := ParseSeverity(a.Severity)
+		if err != nil {
+			problems = append(problems, Problem{Alert: a.Name, Provider: ref.String(), Err: err})
+			continue
 		}
 		if t, ok := byProvider[ref.String()]; ok {
 			t.MinSeverity = min(t.MinSeverity, sev)
