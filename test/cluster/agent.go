@@ -31,7 +31,7 @@ type agentConfig struct {
 	LogDir   string // container logs
 	RunDir   string // per-pod working folders
 	Network  *podNetwork
-	Server   string // API server URL, for the pods' kubeconfigs
+	Server   string // API server URL as pods reach it (NodeIP), for their kubeconfigs
 	CAPEM    []byte
 }
 
@@ -39,7 +39,9 @@ type agentConfig struct {
 const heartbeat = 10 * time.Second
 
 // agent is a minimal kubelet: it registers a node, binds pending pods to it
-// and runs their containers as local processes.
+// and runs their containers as local processes inside the pod network
+// namespace. The agent itself stays in the root namespace: it probes pods
+// through the veth pair.
 type agent struct {
 	cfg    agentConfig
 	client kubernetes.Interface

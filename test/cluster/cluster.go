@@ -2,14 +2,20 @@
 // demo: etcd, kube-apiserver and kube-controller-manager from bin/, an
 // in-process node agent that runs pods as local processes, Prometheus
 // scraping the pods, and a Slack recorder. Everything logs into one folder
-// and Stop leaves no process, port or route behind.
+// and Stop leaves no process, port or network namespace behind.
 //
 // Two things differ from a textbook cluster, both forced by what is real
 // here:
-//   - Pods get addresses from a /24 of 198.18.0.0/15 made local with one
-//     route on lo, not from 127.0.0.0/8: the API server rejects loopback
-//     addresses in EndpointSlices, so pods on 127.x would never become
-//     endpoints (see network.go; Options.PodCIDR can still pick 127.x).
+//   - Pods run inside a network namespace the cluster creates, weir-<id>,
+//     with addresses from a /24 of 10.213.0.0/16 and a veth pair to the
+//     root namespace, whose side is the node's address (NodeIP). Pods
+//     cannot use 127.0.0.0/8: the API server rejects loopback addresses in
+//     EndpointSlices, so they would never become endpoints. And no other
+//     address of the root namespace may be a target: the network rule of
+//     our workplace allows only loopback and addresses inside namespaces
+//     the run created itself. The control plane stays on 127.0.0.1; pods
+//     reach the API server through a forwarder on NodeIP (see network.go
+//     and forward.go).
 //   - Debian's Prometheus has no kubernetes_sd_configs, so the cluster
 //     serves the pods to Prometheus through HTTP service discovery with the
 //     same __meta_kubernetes_pod_* labels (see discovery.go).
@@ -27,6 +33,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -66,8 +73,9 @@ type Options struct {
 	Images map[string]string
 	// NodeName is the node's name; default DefaultNodeName.
 	NodeName string
-	// PodCIDR is where pod addresses come from; default a free /24 of
-	// 198.18.0.0/15 made local by a route on lo (see network.go).
+	// PodCIDR is the /24 of 10.0.0.0/8 of the pod network namespace: .1 is
+	// the node, pods get .129 to .254; default a free /24 of 10.213.0.0/16
+	// (see network.go).
 	PodCIDR string
 	// PrometheusBin is the Prometheus binary; default "prometheus" on PATH.
 	PrometheusBin string
@@ -95,6 +103,7 @@ type Cluster struct {
 	client       kubernetes.Interface
 
 	network       *podNetwork
+	apiForward    *forwarder
 	agent         *agent
 	agentDone     chan struct{}
 	cancelAgent   context.CancelFunc
@@ -128,6 +137,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		run  func(context.Context) error
 	}{
 		{"pod network", c.startNetwork},
+		{"keys and certificates", c.writePKI},
 		{"etcd", c.startEtcd},
 		{"kube-apiserver", c.startAPIServer},
 		{"admin kubeconfig", c.writeAdminKubeconfig},
@@ -175,14 +185,23 @@ func newCluster(opts Options) (*Cluster, error) {
 	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
 		return nil, fmt.Errorf("failed to create %s: %w", c.logDir, err)
 	}
-	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")}
-	if c.pki, err = writePKI(filepath.Join(dir, "pki"), ips); err != nil {
-		return nil, err
-	}
 	return c, nil
 }
 
-// startNetwork makes the pod network local.
+// writePKI writes the keys and certificates; the API server's certificate
+// is valid for 127.0.0.1, the kubernetes Service's 10.0.0.1 and NodeIP,
+// where pods reach it.
+func (c *Cluster) writePKI(context.Context) error {
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1"), net.IP(c.network.NodeIP().AsSlice())}
+	p, err := writePKI(filepath.Join(c.dir, "pki"), ips)
+	if err != nil {
+		return err
+	}
+	c.pki = p
+	return nil
+}
+
+// startNetwork creates the pod network namespace.
 func (c *Cluster) startNetwork(ctx context.Context) error {
 	n, err := newPodNetwork(ctx, c.opts.PodCIDR)
 	if err != nil {
@@ -207,12 +226,23 @@ func (c *Cluster) writeAdminKubeconfig(context.Context) error {
 	return nil
 }
 
-// startAgent runs the node agent until Stop and waits for its node.
+// startAgent forwards NodeIP's API server port to the API server, runs
+// the node agent until Stop and waits for its node.
 func (c *Cluster) startAgent(ctx context.Context) error {
+	u, err := url.Parse(c.apiServerURL)
+	if err != nil {
+		return fmt.Errorf("bad API server URL: %w", err)
+	}
+	if c.apiForward == nil {
+		listen := net.JoinHostPort(c.network.NodeIP().String(), u.Port())
+		if c.apiForward, err = startForwarder(listen, u.Host); err != nil {
+			return err
+		}
+	}
 	a := newAgent(c.client, agentConfig{
 		NodeName: c.opts.NodeName, BinDir: c.opts.BinDir, Images: c.opts.Images,
 		LogDir: filepath.Join(c.logDir, "pods"), RunDir: filepath.Join(c.dir, "pods"),
-		Network: c.network, Server: c.apiServerURL, CAPEM: c.pki.caPEM,
+		Network: c.network, Server: "https://" + c.apiForward.Addr(), CAPEM: c.pki.caPEM,
 	})
 	if err := a.register(ctx); err != nil {
 		return err
@@ -271,8 +301,8 @@ func (c *Cluster) waitServiceAccount(ctx context.Context, ns, name string) error
 }
 
 // Stop stops the node agent and its pods, then Prometheus, the control
-// plane and the Slack recorder, and removes the pod network's route. It is
-// safe to call more than once.
+// plane and the Slack recorder, and deletes the pod network namespace. It
+// is safe to call more than once.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() { c.stopErr = c.stop() })
 	return c.stopErr
@@ -285,6 +315,9 @@ func (c *Cluster) stop() error {
 		c.cancelAgent()
 		<-c.agentDone
 		errs = append(errs, c.agent.stopAll(c.opts.StopGrace))
+	}
+	if c.apiForward != nil {
+		errs = append(errs, c.apiForward.Close())
 	}
 	if c.discovery != nil {
 		errs = append(errs, c.discovery.Close())
@@ -335,11 +368,14 @@ func (c *Cluster) SlackRecorder() *slackrecorder.Recorder { return c.slack }
 // NodeName is the name of the cluster's only node.
 func (c *Cluster) NodeName() string { return c.opts.NodeName }
 
-// NodeIP is the node's address, local like the pods' and reachable from
-// them: the place for servers that pods call, such as the xDS server.
+// NodeIP is the node's address, the root namespace's side of the veth
+// pair to the pods' namespace: bindable in the root namespace and
+// reachable from pods, the place for servers that pods call, such as the
+// xDS server.
 func (c *Cluster) NodeIP() string { return c.network.NodeIP().String() }
 
-// PodCIDR is the prefix pod addresses come from.
+// PodCIDR is the /24 of the pod network namespace; pod addresses are its
+// upper half.
 func (c *Cluster) PodCIDR() string { return c.network.prefix.String() }
 
 // Pids lists the process ids of every running child: control plane,

@@ -45,7 +45,10 @@ const (
 // scaling down, an unknown image, and finally Stop leaving nothing behind.
 func TestCluster(t *testing.T) {
 	testenv.Bin(t, "demo-app")
-	c := StartForTest(t, func(o *Options) { o.Images = map[string]string{"weir.dev/sh": "/bin/sh"} })
+	kubectl := testenv.Bin(t, "kubectl")
+	c := StartForTest(t, func(o *Options) {
+		o.Images = map[string]string{"weir.dev/sh": "/bin/sh", "weir.dev/kubectl": kubectl}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	client := c.Client()
@@ -71,12 +74,16 @@ func TestCluster(t *testing.T) {
 		waitRolledOut(ctx, t, c, 3)
 		pods := demoPods(ctx, t, c)
 		for _, p := range pods {
-			if p.Spec.NodeName != c.NodeName() || p.Status.Phase != corev1.PodRunning || !c.network.prefix.Contains(netip.MustParseAddr(p.Status.PodIP)) {
+			if p.Spec.NodeName != c.NodeName() || p.Status.Phase != corev1.PodRunning || !c.network.podRange().Contains(netip.MustParseAddr(p.Status.PodIP)) {
 				t.Errorf("pod %s: node %q phase %s ip %s", p.Name, p.Spec.NodeName, p.Status.Phase, p.Status.PodIP)
 			}
 		}
+		ownNet := netNamespace(t, os.Getpid())
 		for pid := range podPids(t, pods) {
 			seen[pid] = true
+			if netNamespace(t, pid) == ownNet {
+				t.Errorf("container process %d runs in the root network namespace", pid)
+			}
 		}
 	})
 
@@ -191,8 +198,9 @@ func TestCluster(t *testing.T) {
 	t.Run("grace period ends in SIGKILL", func(t *testing.T) { testGracePeriod(ctx, t, c) })
 	t.Run("two containers share a pod", func(t *testing.T) { testMultiContainerPod(ctx, t, c) })
 	t.Run("service account kubeconfig", func(t *testing.T) { testServiceAccountKubeconfig(ctx, t, c) })
+	t.Run("pods and the node reach each other", func(t *testing.T) { testPodNodeReach(ctx, t, c) })
 
-	t.Run("stop leaves no process, port or route", func(t *testing.T) {
+	t.Run("stop leaves no process, port or network namespace", func(t *testing.T) {
 		for _, pid := range c.Pids() {
 			seen[pid] = true
 		}
@@ -214,12 +222,19 @@ func TestCluster(t *testing.T) {
 				t.Errorf("%s still listening after Stop", a)
 			}
 		}
-		out, err := exec.CommandContext(ctx, "ip", "route", "show", "table", "local").CombinedOutput()
-		if err != nil {
-			t.Fatalf("ip route: %v: %s", err, out)
+		for _, args := range [][]string{{"netns", "list"}, {"link", "show"}, {"-4", "addr", "show"}, {"-4", "route", "show", "table", "all"}} {
+			out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("ip %v: %v: %s", args, err, out)
+			}
+			for _, s := range []string{c.network.ns, c.network.link, c.NodeIP() + "/", c.PodCIDR()} {
+				if strings.Contains(string(out), s) {
+					t.Errorf("ip %v still shows %s after Stop:\n%s", args, s, out)
+				}
+			}
 		}
-		if strings.Contains(string(out), c.PodCIDR()) {
-			t.Errorf("route for %s left behind:\n%s", c.PodCIDR(), out)
+		if _, err := os.Stat(ownerFile(c.network.prefix)); !os.IsNotExist(err) {
+			t.Errorf("owner record of %s left behind (%v)", c.PodCIDR(), err)
 		}
 	})
 }
@@ -497,7 +512,7 @@ func processesUnder(t *testing.T, dir string) []string {
 func clusterAddrs(t *testing.T, c *Cluster) []string {
 	t.Helper()
 	var addrs []string
-	for _, raw := range []string{c.etcdURL, c.APIServerURL(), c.PrometheusURL(), c.SlackRecorder().URL(), c.discovery.URL()} {
+	for _, raw := range []string{c.etcdURL, c.APIServerURL(), "https://" + c.apiForward.Addr(), c.PrometheusURL(), c.SlackRecorder().URL(), c.discovery.URL()} {
 		u, err := url.Parse(raw)
 		if err != nil {
 			t.Fatal(err)
@@ -674,4 +689,53 @@ func testGracePeriod(ctx context.Context, t *testing.T, c *Cluster) {
 		_, err := c.Client().CoreV1().Pods(testNS).Get(ctx, "stubborn", metav1.GetOptions{})
 		return apierrors.IsNotFound(err), err
 	})
+}
+
+// netNamespace is the network namespace of a process, as /proc names it.
+func netNamespace(t *testing.T, pid int) string {
+	t.Helper()
+	ns, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// testPodNodeReach runs kubectl as a pod: from inside the pod network
+// namespace its service-account kubeconfig must reach the API server at
+// NodeIP. And the root namespace reaches a pod at its address.
+func testPodNodeReach(ctx context.Context, t *testing.T, c *Cluster) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "whoami", Namespace: testNS}}
+	if _, err := c.Client().CoreV1().ServiceAccounts(testNS).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "whoami", Namespace: testNS},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever, ServiceAccountName: "whoami",
+			Containers: []corev1.Container{{Name: "kubectl", Image: "weir.dev/kubectl:1",
+				Args: []string{"auth", "whoami", "--request-timeout=20s", "-o", "jsonpath={.status.userInfo.username}"}}},
+		},
+	}
+	if _, err := c.Client().CoreV1().Pods(testNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	done := waitPod(ctx, t, c, "whoami", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
+	out, _ := os.ReadFile(filepath.Join(c.LogDir(), "pods", testNS+"_whoami_kubectl.log"))
+	if want := "system:serviceaccount:" + testNS + ":whoami"; done.Status.Phase != corev1.PodSucceeded || string(out) != want {
+		t.Errorf("kubectl auth whoami in a pod: phase %s, output %q, want %s", done.Status.Phase, out, want)
+	}
+	if ip := netip.MustParseAddr(done.Status.PodIP); !c.network.podRange().Contains(ip) || done.Status.HostIP != c.NodeIP() {
+		t.Errorf("pod ip %s host ip %s, want one of %s and %s", ip, done.Status.HostIP, c.network.podRange(), c.NodeIP())
+	}
+	if err := c.Client().CoreV1().Pods(testNS).Delete(ctx, "whoami", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range demoPods(ctx, t, c) {
+		if v := getVersion(ctx, t, p.Status.PodIP); v == "" {
+			t.Errorf("pod %s at %s answered no version", p.Name, p.Status.PodIP)
+		}
+	}
 }

@@ -24,8 +24,8 @@ const (
 	backoffReset   = 30 * time.Second
 )
 
-// container runs one container of a pod as a local process, restarting it
-// as the pod's restart policy says.
+// container runs one container of a pod as a local process in the pod
+// network namespace, restarting it as the pod's restart policy says.
 type container struct {
 	r       *podRunner
 	spec    corev1.Container
@@ -191,7 +191,7 @@ func (c *container) start() (*exec.Cmd, error) {
 		return nil, fmt.Errorf("failed to open the container log: %w", err)
 	}
 	defer logFile.Close()
-	cmd := exec.Command(c.bin, c.argv...)
+	cmd := c.r.a.cfg.Network.Command(c.bin, c.argv...)
 	cmd.Env = c.env
 	cmd.Dir = c.r.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile

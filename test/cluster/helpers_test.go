@@ -12,9 +12,9 @@ import (
 )
 
 func TestExpand(t *testing.T) {
-	env := map[string]string{"IP": "198.18.0.2", "PORT": "8080"}
+	env := map[string]string{"IP": "10.213.7.2", "PORT": "8080"}
 	for in, want := range map[string]string{
-		"$(IP):$(PORT)":  "198.18.0.2:8080",
+		"$(IP):$(PORT)":  "10.213.7.2:8080",
 		"$$(IP)":         "$(IP)",
 		"$(MISSING)":     "$(MISSING)",
 		"$(IP":           "$(IP",
@@ -60,7 +60,7 @@ func TestResolveImageAndCommand(t *testing.T) {
 	if _, err := resolveImage(images, bin, "weir.dev/missing:v1"); err == nil {
 		t.Error("image without binary accepted")
 	}
-	env := map[string]string{"POD_IP": "198.18.0.9"}
+	env := map[string]string{"POD_IP": "10.213.7.9"}
 	tests := []struct {
 		name     string
 		spec     corev1.Container
@@ -68,7 +68,7 @@ func TestResolveImageAndCommand(t *testing.T) {
 		wantArgv []string
 		wantErr  bool
 	}{
-		{"args only", corev1.Container{Args: []string{"-addr", "$(POD_IP):9"}}, "demo-app", []string{"-addr", "198.18.0.9:9"}, false},
+		{"args only", corev1.Container{Args: []string{"-addr", "$(POD_IP):9"}}, "demo-app", []string{"-addr", "10.213.7.9:9"}, false},
 		{"command names the image binary", corev1.Container{Command: []string{"/demo-app", "-v"}, Args: []string{"x"}}, "demo-app", []string{"-v", "x"}, false},
 		{"command names another binary", corev1.Container{Command: []string{"weir-proxy"}}, "weir-proxy", nil, false},
 		{"unknown command", corev1.Container{Command: []string{"sh", "-c", "true"}}, "", nil, true},
@@ -98,10 +98,10 @@ func TestFieldValue(t *testing.T) {
 	for path, want := range map[string]string{
 		"metadata.name": "p", "metadata.namespace": "ns", "metadata.uid": "u1",
 		"spec.nodeName": "n", "spec.serviceAccountName": "sa",
-		"status.podIP": "198.18.0.5", "status.podIPs": "198.18.0.5", "status.hostIP": "198.18.0.1",
+		"status.podIP": "10.213.7.5", "status.podIPs": "10.213.7.5", "status.hostIP": "10.213.7.1",
 		"metadata.labels['app']": "demo", "metadata.annotations['a/b']": "c",
 	} {
-		got, err := fieldValue(pod, "198.18.0.5", "198.18.0.1", path)
+		got, err := fieldValue(pod, "10.213.7.5", "10.213.7.1", path)
 		if err != nil || got != want {
 			t.Errorf("fieldValue(%s) = %q, %v; want %q", path, got, err, want)
 		}
@@ -112,25 +112,40 @@ func TestFieldValue(t *testing.T) {
 }
 
 func TestPodNetworkAllocate(t *testing.T) {
-	n := &podNetwork{prefix: netip.MustParsePrefix("127.77.0.0/29"), inUse: map[netip.Addr]bool{}}
-	n.next = n.prefix.Addr().Next()
-	var got []string
-	for range 5 {
+	n := &podNetwork{prefix: netip.MustParsePrefix("10.213.7.0/24"), inUse: map[netip.Addr]bool{}}
+	n.next = n.firstPod()
+	var got []netip.Addr
+	for range 126 {
 		a, err := n.Allocate()
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, a.String())
+		got = append(got, a)
 	}
-	want := []string{"127.77.0.2", "127.77.0.3", "127.77.0.4", "127.77.0.5", "127.77.0.6"}
-	if !slices.Equal(got, want) {
-		t.Fatalf("allocated %v, want %v (not the node's .1, not the broadcast .7)", got, want)
+	if got[0].String() != "10.213.7.129" || got[125].String() != "10.213.7.254" {
+		t.Fatalf("allocated %s to %s, want .129 to .254 (not the node's .1, the namespace's .2, .128 or the broadcast .255)", got[0], got[125])
 	}
 	if _, err := n.Allocate(); err == nil {
 		t.Fatal("allocated from a full network")
 	}
-	n.Release(netip.MustParseAddr("127.77.0.4"))
-	if a, err := n.Allocate(); err != nil || a.String() != "127.77.0.4" {
+	n.Release(netip.MustParseAddr("10.213.7.140"))
+	if a, err := n.Allocate(); err != nil || a.String() != "10.213.7.140" {
 		t.Errorf("after release got %v, %v", a, err)
+	}
+	if n.NodeIP().String() != "10.213.7.1" || n.podRange().String() != "10.213.7.128/25" {
+		t.Errorf("node %s, pod range %s", n.NodeIP(), n.podRange())
+	}
+}
+
+func TestPrefixesIn(t *testing.T) {
+	out := []byte("default via 192.0.2.1 dev eth0\n192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2\n" +
+		"local 10.213.9.7 dev lo\n2: eth0    inet 10.213.8.5/16 brd 10.213.255.255 scope global eth0\n")
+	var got []string
+	for _, p := range prefixesIn(out) {
+		got = append(got, p.String())
+	}
+	want := []string{"192.0.2.1/32", "192.0.2.0/24", "192.0.2.2/32", "10.213.9.7/32", "10.213.0.0/16", "10.213.255.255/32"}
+	if !slices.Equal(got, want) {
+		t.Errorf("prefixes %v, want %v", got, want)
 	}
 }

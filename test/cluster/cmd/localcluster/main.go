@@ -57,7 +57,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("localcluster", flag.ContinueOnError)
 	dir := fs.String("dir", "", "state and log folder (default .cluster at the repository root)")
 	bin := fs.String("bin", "", "binary folder (default $WEIR_BIN, else bin at the repository root)")
-	podCIDR := fs.String("pod-cidr", "", "where pod addresses come from (default a free /24 of 198.18.0.0/15)")
+	podCIDR := fs.String("pod-cidr", "", "/24 of 10.0.0.0/8 for the pod network namespace (default a free /24 of 10.213.0.0/16)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: localcluster [-dir DIR] [-bin DIR] [-pod-cidr CIDR] up|down|status")
 		fs.PrintDefaults()
