@@ -125,7 +125,7 @@ func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			continue
 		}
 		if c.MaxAge > 0 && c.Clock != nil && c.Clock.Since(ev.Time) > c.MaxAge {
-			log.Info("event too old to notify, not sent", "event", kev.Name, "reason", kev.Reason, "age", c.Clock.Since(ev.Time).String())
+			log.V(1).Info("event too old to notify, not sent", "event", kev.Name, "reason", kev.Reason, "age", c.Clock.Since(ev.Time).String())
 			continue
 		}
 		todo = append(todo, pending{kev: kev, ev: ev})
