@@ -56,7 +56,8 @@ type transports struct {
 	connectTimeout time.Duration
 }
 
-func newTransport(connectTimeout time.Duration, h2 bool) *http.Transport {
+// newH2Transport returns a shared h2c (HTTP/2 prior knowledge) pool.
+func newH2Transport(connectTimeout time.Duration) *http.Transport {
 	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		DialContext:         d.DialContext,
@@ -68,11 +69,9 @@ func newTransport(connectTimeout time.Duration, h2 bool) *http.Transport {
 		WriteBufferSize:     16 << 10,
 		ReadBufferSize:      16 << 10,
 	}
-	if h2 {
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		t.Protocols = &p
-	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	t.Protocols = &p
 	return t
 }
 
@@ -91,7 +90,7 @@ func (c *cluster) configure(cc *clusterConfig) {
 	defer c.mu.Unlock()
 	c.cfg.Store(cc)
 	if old := c.tr.Load(); old == nil || old.connectTimeout != cc.connectTimeout {
-		c.tr.Store(&transports{h2: newTransport(cc.connectTimeout, true), connectTimeout: cc.connectTimeout})
+		c.tr.Store(&transports{h2: newH2Transport(cc.connectTimeout), connectTimeout: cc.connectTimeout})
 		if old != nil {
 			old.h2.CloseIdleConnections()
 		}
