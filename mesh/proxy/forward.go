@@ -353,7 +353,10 @@ func (rp *retryPolicy) retriesStatus(code int) bool {
 	if rp.gatewayError && code >= 502 && code <= 504 {
 		return true
 	}
-	if rp.retriable4xx {
+	if rp.on409 && code == http.StatusConflict {
+		return true
+	}
+	if rp.retriableCodes {
 		for _, c := range rp.codes {
 			if int(c) == code {
 				return true

@@ -219,13 +219,13 @@ type routeAction struct {
 }
 
 type retryPolicy struct {
-	on5xx, gatewayError, reset, connectFailure, retriable4xx bool
-	codes                                                    []uint32
-	numRetries                                               int
-	perTry                                                   time.Duration
-	base, max                                                time.Duration
-	previousHosts                                            bool
-	hostAttempts                                             int
+	on5xx, gatewayError, reset, connectFailure, retriableCodes, on409 bool
+	codes                                                             []uint32
+	numRetries                                                        int
+	perTry                                                            time.Duration
+	base, max                                                         time.Duration
+	previousHosts                                                     bool
+	hostAttempts                                                      int
 }
 
 type headerKind int
@@ -519,9 +519,14 @@ func buildRetry(p *envoy_config_route_v3.RetryPolicy) (*retryPolicy, error) {
 		case "connect-failure":
 			rp.connectFailure = true
 		case "retriable-status-codes":
-			rp.retriable4xx = true
+			rp.retriableCodes = true
+		case "retriable-4xx":
+			rp.on409 = true
+		case "refused-stream":
+			// An HTTP/2 REFUSED_STREAM: Go's h2c transport already retries a
+			// refused stream; HTTP/1.1 upstreams never refuse one.
 		default:
-			return nil, fmt.Errorf("retry_on %q is not supported (5xx, gateway-error, reset, connect-failure, retriable-status-codes)", on)
+			return nil, fmt.Errorf("retry_on %q is not supported (5xx, gateway-error, reset, connect-failure, retriable-4xx, refused-stream, retriable-status-codes)", on)
 		}
 	}
 	rp.codes = p.GetRetriableStatusCodes()
