@@ -129,9 +129,9 @@ func TestApplyRejects(t *testing.T) {
 		}, "unsupported field(s) prefix_rewrite"},
 		{"unknown retry_on", resource.RouteType, func(*testing.T) proto.Message {
 			return testRoute(func(a *envoy_config_route_v3.RouteAction) {
-				a.RetryPolicy = &envoy_config_route_v3.RetryPolicy{RetryOn: "5xx,refused-stream"}
+				a.RetryPolicy = &envoy_config_route_v3.RetryPolicy{RetryOn: "5xx,retriable-headers"}
 			})
-		}, `retry_on "refused-stream" is not supported`},
+		}, `retry_on "retriable-headers" is not supported`},
 		{"header match with unsupported matcher", resource.RouteType, func(*testing.T) proto.Message {
 			rc := testRoute(nil)
 			rc.VirtualHosts[0].Routes[0].Match.Headers = []*envoy_config_route_v3.HeaderMatcher{{Name: "x-canary",
