@@ -38,6 +38,10 @@ func newH1Pool(addr string) *h1Pool {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
+// noStop stands in for context.AfterFunc's stop when the context can never
+// be cancelled (requests of the HTTP/1.1 server).
+func noStop() bool { return true }
+
 func (p *h1Pool) get(ctx context.Context, connectTimeout time.Duration, deadline time.Time) (*h1Conn, bool, error) {
 	for {
 		select {
@@ -97,7 +101,10 @@ func (p *h1Pool) do(ctx context.Context, r *http.Request, body io.Reader, conten
 		if !deadline.IsZero() {
 			c.nc.SetDeadline(deadline)
 		}
-		stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+		stop := noStop
+		if ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+		}
 		err = writeRequest(c.bw, r, body, contentLength)
 		var resp *http.Response
 		if err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -270,9 +271,10 @@ func freePort(t testing.TB) int {
 // startProxy runs a proxy and its ADS client until the test ends.
 func startProxy(t *testing.T, xdsAddr string) *proxy.Proxy {
 	t.Helper()
-	p := proxy.New(proxy.Options{})
+	log := slog.New(slog.DiscardHandler)
+	p := proxy.New(proxy.Options{Log: log})
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, Log: log, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; p.Close() })
