@@ -161,12 +161,16 @@ func decode[T proto.Message](typeURL string, resources []*anypb.Any, newT func()
 	return out, nil
 }
 
-func (p *Proxy) record(typeURL, version string, resources []*anypb.Any, names []string, full bool) {
-	m := p.dump[typeURL]
-	if full || m == nil {
-		m = map[string]dumpedResource{}
-	} else {
-		m = maps.Clone(m)
+// record keeps what /config_dump shows. full replaces the type's resources;
+// otherwise the response's resources are merged into those still in keep.
+func (p *Proxy) record(typeURL, version string, resources []*anypb.Any, names []string, full bool, keep func(string) bool) {
+	m := map[string]dumpedResource{}
+	if !full {
+		for n, d := range p.dump[typeURL] {
+			if keep(n) {
+				m[n] = d
+			}
+		}
 	}
 	for i, a := range resources {
 		m[names[i]] = dumpedResource{version: version, resource: a}
@@ -234,7 +238,7 @@ func (p *Proxy) applyListeners(version string, resources []*anypb.Any) error {
 		}
 	}
 	p.listeners = next
-	p.record(resource.ListenerType, version, resources, names, true)
+	p.record(resource.ListenerType, version, resources, names, true, nil)
 	return nil
 }
 
@@ -277,7 +281,7 @@ func (p *Proxy) applyRoutes(version string, resources []*anypb.Any) error {
 		}
 	}
 	p.routes.Store(&next)
-	p.record(resource.RouteType, version, resources, names, false)
+	p.record(resource.RouteType, version, resources, names, false, func(n string) bool { return next[n] != nil })
 	return nil
 }
 
@@ -322,7 +326,7 @@ func (p *Proxy) applyClusters(version string, resources []*anypb.Any) error {
 			p.stats.Remove(name)
 		}
 	}
-	p.record(resource.ClusterType, version, resources, names, true)
+	p.record(resource.ClusterType, version, resources, names, true, nil)
 	return nil
 }
 
@@ -360,7 +364,7 @@ func (p *Proxy) applyEndpoints(version string, resources []*anypb.Any) error {
 			c.setEndpoints(eps)
 		}
 	}
-	p.record(resource.EndpointType, version, resources, names, false)
+	p.record(resource.EndpointType, version, resources, names, false, func(n string) bool { _, ok := next[n]; return ok })
 	return nil
 }
 
