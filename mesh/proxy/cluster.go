@@ -148,7 +148,7 @@ func (c *cluster) setEndpoints(eps []endpointSpec) {
 	}
 	for addr, h := range c.byAddr {
 		if next[addr] == nil {
-			h.pool.closeIdle()
+			h.pool.close()
 		}
 	}
 	c.byAddr = next

@@ -290,3 +290,32 @@ func TestShortHTTP10Request(t *testing.T) {
 		t.Errorf("got %q, want a 404 response", b)
 	}
 }
+
+func TestStalePooledConnectionIsReplaced(t *testing.T) {
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body)
+	}))
+	be.Config.IdleTimeout = 20 * time.Millisecond // closes pooled connections behind the proxy's back
+	be.Start()
+	t.Cleanup(be.Close)
+	port := freePort(t)
+	cp := startControlPlane(t, "")
+	cp.publish(t, newMesh(port, withEndpoints(primaryName, addr(be))))
+	p := startProxy(t, cp.addr)
+	waitReady(t, p)
+	c := newClient(t, port, "podinfo")
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodPost, c.base+"/", strings.NewReader("body"))
+		req.Host = "podinfo"
+		resp, err := c.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(got) != "body" {
+			t.Fatalf("request %d after the upstream closed the idle connection: %d %q", i, resp.StatusCode, got)
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -21,8 +23,9 @@ const h1IdleTimeout = 60 * time.Second
 // to connection goroutines; the idle stack is a buffered channel, so there is
 // no lock shared between requests beyond it.
 type h1Pool struct {
-	addr string
-	idle chan *h1Conn
+	addr   string
+	idle   chan *h1Conn
+	closed atomic.Bool // the endpoint left its cluster
 }
 
 type h1Conn struct {
@@ -38,6 +41,38 @@ func newH1Pool(addr string) *h1Pool {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
+// probeAfter is how long a pooled connection may sit idle before it is
+// checked for a close by the server (one non-blocking peek) before reuse.
+// Busy connections are reused sooner and skip the check; a request without
+// a body, or with a buffered one, is still sent again on a fresh connection
+// when a reused one turns out closed.
+const probeAfter = 5 * time.Millisecond
+
+// connAlive peeks at an idle connection without blocking: the server has
+// closed it (EOF), reset it, or sent unsolicited bytes unless the peek would
+// block.
+func connAlive(c *h1Conn) bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		alive = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && alive
+}
+
 // noStop stands in for context.AfterFunc's stop when the context can never
 // be cancelled (requests of the HTTP/1.1 server).
 func noStop() bool { return true }
@@ -46,7 +81,8 @@ func (p *h1Pool) get(ctx context.Context, connectTimeout time.Duration, deadline
 	for {
 		select {
 		case c := <-p.idle:
-			if time.Since(c.used) > h1IdleTimeout {
+			idle := time.Since(c.used)
+			if idle > h1IdleTimeout || (idle > probeAfter && !connAlive(c)) {
 				c.nc.Close()
 				continue
 			}
@@ -65,7 +101,7 @@ func (p *h1Pool) get(ctx context.Context, connectTimeout time.Duration, deadline
 
 func (p *h1Pool) put(c *h1Conn) {
 	c.used = time.Now()
-	if c.nc.SetDeadline(time.Time{}) != nil {
+	if p.closed.Load() || c.nc.SetDeadline(time.Time{}) != nil {
 		c.nc.Close()
 		return
 	}
@@ -74,6 +110,12 @@ func (p *h1Pool) put(c *h1Conn) {
 	default:
 		c.nc.Close()
 	}
+}
+
+// close closes the pooled connections and those returned later.
+func (p *h1Pool) close() {
+	p.closed.Store(true)
+	p.closeIdle()
 }
 
 // closeIdle closes every pooled connection.
@@ -113,7 +155,7 @@ func (p *h1Pool) do(ctx context.Context, r *http.Request, body io.Reader, conten
 		if err != nil {
 			stop()
 			c.nc.Close()
-			if reused && body == nil && attempt == 0 && ctx.Err() == nil && staleConn(err) {
+			if reused && attempt == 0 && ctx.Err() == nil && staleConn(err) && rewind(body) {
 				continue
 			}
 			return nil, err
@@ -121,6 +163,19 @@ func (p *h1Pool) do(ctx context.Context, r *http.Request, body io.Reader, conten
 		resp.Body = &h1Body{rc: resp.Body, c: c, pool: p, stop: stop, closeConn: resp.Close}
 		return resp, nil
 	}
+}
+
+// rewind readies a request body to be sent again: nothing, or a buffered
+// body (what forward passes when the body was kept for retries).
+func rewind(body io.Reader) bool {
+	switch b := body.(type) {
+	case nil:
+		return true
+	case *bytes.Reader:
+		_, err := b.Seek(0, io.SeekStart)
+		return err == nil
+	}
+	return false
 }
 
 func staleConn(err error) bool {
