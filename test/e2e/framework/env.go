@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/weir-dev/weir/canary/v1alpha1"
@@ -224,20 +225,24 @@ func (e *Env) Apply(ctx context.Context, obj client.Object) error {
 }
 
 // SetVersion changes the image and faults of the Deployment `name`, the
-// change that starts a rollout.
+// change that starts a rollout. It reads and updates again on a conflict:
+// kube-controller-manager writes the Deployment's status (terminating
+// replicas) while the pods of a scaled-down target are still stopping.
 func (e *Env) SetVersion(ctx context.Context, ns, name string, v AppVersion) error {
-	d := &appsv1.Deployment{}
-	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {
-		return err
-	}
-	for i := range d.Spec.Template.Spec.Containers {
-		ct := &d.Spec.Template.Spec.Containers[i]
-		if ct.Name == "app" {
-			ct.Image = "weir.dev/demo-app:" + v.Tag
-			ct.Env = v.env()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d := &appsv1.Deployment{}
+		if err := e.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {
+			return err
 		}
-	}
-	return e.Client.Update(ctx, d)
+		for i := range d.Spec.Template.Spec.Containers {
+			ct := &d.Spec.Template.Spec.Containers[i]
+			if ct.Name == "app" {
+				ct.Image = "weir.dev/demo-app:" + v.Tag
+				ct.Env = v.env()
+			}
+		}
+		return e.Client.Update(ctx, d)
+	})
 }
 
 // Canary returns the current Canary.
