@@ -31,8 +31,12 @@ const (
 	app      = framework.App
 	client_  = framework.Client
 	host     = framework.AppHost
-	rate     = 100 // requests per second through the client sidecar
-	interval = 5 * time.Second
+	// rate and interval give each step about 1,600 answers, so that the
+	// ±tolerance check on the traffic share is 4 standard deviations wide
+	// even at 50% (σ = 50/√1600 = 1.25 points): it fails on a wrong split,
+	// not on chance.
+	rate     = 250 // requests per second through the client sidecar
+	interval = 7 * time.Second
 	// tolerance is how far, in points, the traffic share seen by the load
 	// generator may be from a step's weight.
 	tolerance = 5.0

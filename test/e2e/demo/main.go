@@ -260,4 +260,3 @@ func createFile(path string) (io.WriteCloser, error) {
 	}
 	return f, nil
 }
-
