@@ -11,17 +11,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
 
 	envoy_config_core_v3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	envoy_service_discovery_v3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -79,14 +76,15 @@ func (c *Client) Run(ctx context.Context) error {
 		c.accepted = map[string]string{}
 	}
 	c.mu.Unlock()
-	conn, err := grpc.NewClient(c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	node, err := proto.Marshal(c.Node)
 	if err != nil {
-		return fmt.Errorf("failed to create xDS client for %s: %w", c.Address, err)
+		return fmt.Errorf("failed to encode the xDS node: %w", err)
 	}
-	defer conn.Close()
+	tr := newTransport()
+	defer tr.CloseIdleConnections()
 	backoff := minB
 	for {
-		received, err := c.stream(ctx, conn)
+		received, err := c.stream(ctx, tr, node)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -107,7 +105,8 @@ func (c *Client) Run(ctx context.Context) error {
 // streamState is per stream: nonces and subscriptions.
 type streamState struct {
 	mu     sync.Mutex
-	s      envoy_service_discovery_v3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	s      *adsStream
+	node   []byte
 	nonce  map[string]string
 	names  map[string][]string
 	nacked map[string]string // type → version last NACKed
@@ -115,14 +114,15 @@ type streamState struct {
 	timer  map[string]*time.Timer
 }
 
-func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+func (c *Client) stream(ctx context.Context, tr *http.Transport, node []byte) (bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := envoy_service_discovery_v3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	s, err := openStream(ctx, tr, c.Address)
 	if err != nil {
 		return false, fmt.Errorf("failed to open ADS stream: %w", err)
 	}
-	st := &streamState{s: s, nonce: map[string]string{}, names: map[string][]string{}, nacked: map[string]string{}, delay: map[string]time.Duration{}, timer: map[string]*time.Timer{}}
+	defer s.Close()
+	st := &streamState{s: s, node: node, nonce: map[string]string{}, names: map[string][]string{}, nacked: map[string]string{}, delay: map[string]time.Duration{}, timer: map[string]*time.Timer{}}
 	defer func() {
 		st.mu.Lock()
 		for _, t := range st.timer {
@@ -161,15 +161,15 @@ func (c *Client) version(typeURL string) string {
 func (c *Client) send(st *streamState, typeURL, version string, detail error) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	req := &envoy_service_discovery_v3.DiscoveryRequest{
-		VersionInfo:   version,
-		Node:          c.Node,
-		ResourceNames: st.names[typeURL],
-		TypeUrl:       typeURL,
-		ResponseNonce: st.nonce[typeURL],
+	req := &discoveryRequest{
+		versionInfo:   version,
+		node:          st.node,
+		resourceNames: st.names[typeURL],
+		typeURL:       typeURL,
+		responseNonce: st.nonce[typeURL],
 	}
 	if detail != nil {
-		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: detail.Error()}
+		req.errorDetail = detail.Error()
 	}
 	if err := st.s.Send(req); err != nil {
 		return fmt.Errorf("failed to send %s request: %w", typeURL, err)
@@ -195,10 +195,10 @@ func (c *Client) subscribe(st *streamState, typeURL string) error {
 	return c.send(st, typeURL, c.version(typeURL), nil)
 }
 
-func (c *Client) handle(st *streamState, resp *envoy_service_discovery_v3.DiscoveryResponse) error {
-	t := resp.GetTypeUrl()
+func (c *Client) handle(st *streamState, resp *discoveryResponse) error {
+	t := resp.typeURL
 	st.mu.Lock()
-	st.nonce[t] = resp.GetNonce()
+	st.nonce[t] = resp.nonce
 	if tm := st.timer[t]; tm != nil {
 		tm.Stop()
 		delete(st.timer, t)
@@ -209,20 +209,20 @@ func (c *Client) handle(st *streamState, resp *envoy_service_discovery_v3.Discov
 		c.report(t, err)
 		return c.send(st, t, c.version(t), err)
 	}
-	applyErr := c.Handler.Apply(t, resp.GetVersionInfo(), resp.GetResources())
+	applyErr := c.Handler.Apply(t, resp.versionInfo, resp.resources)
 	c.report(t, applyErr)
 	if applyErr != nil {
-		c.Log.Error("rejected xDS update", "type", t, "version", resp.GetVersionInfo(), "error", applyErr)
-		return c.nack(st, t, resp.GetVersionInfo(), applyErr)
+		c.Log.Error("rejected xDS update", "type", t, "version", resp.versionInfo, "error", applyErr)
+		return c.nack(st, t, resp.versionInfo, applyErr)
 	}
 	c.mu.Lock()
-	c.accepted[t] = resp.GetVersionInfo()
+	c.accepted[t] = resp.versionInfo
 	c.mu.Unlock()
 	st.mu.Lock()
 	delete(st.nacked, t)
 	delete(st.delay, t)
 	st.mu.Unlock()
-	if err := c.send(st, t, resp.GetVersionInfo(), nil); err != nil {
+	if err := c.send(st, t, resp.versionInfo, nil); err != nil {
 		return err
 	}
 	if dep, ok := dependents[t]; ok {
