@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,6 +80,7 @@ func run() error {
 	conns := flag.Int("connections", 64, "wrk connections")
 	memLimit := flag.String("proxy-memory-limit", "", "weir-proxy's --memory-limit (bytes); empty keeps its default")
 	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for weir-proxy; 0 keeps Go's default (one per CPU)")
+	nginxWorkers := flag.String("nginx-workers", "auto", "nginx worker_processes (auto: one per CPU, as weir-proxy's default GOMAXPROCS)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of weir-proxy under wrk to this file")
 	flag.Parse()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -167,7 +169,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	nginx, err := startNginx(ctx, tmp, nginxPort, backendAddr)
+	nginx, err := startNginx(ctx, tmp, nginxPort, backendAddr, *nginxWorkers)
 	if err != nil {
 		return err
 	}
@@ -222,6 +224,12 @@ func run() error {
 	}
 
 	fmt.Printf("\nweir-proxy bench: one Go backend on loopback; wrk -t2 -c%d, %d interleaved runs of %v per path (median shown); Host: podinfo (weighted route 90/10, retries and outlier detection in weir-proxy)\n\n", *conns, *rounds, per)
+	gomaxprocs := runtime.GOMAXPROCS(0) // the default weir-proxy gets on this machine too
+	if *procs > 0 {
+		gomaxprocs = *procs
+	}
+	fmt.Printf("CPUs: %d (shared with wrk and the backend); weir-proxy GOMAXPROCS=%d; nginx worker_processes %s (%d workers running)\n\n",
+		runtime.NumCPU(), gomaxprocs, *nginxWorkers, len(children(nginx.Process.Pid)))
 	fmt.Printf("%-11s %12s %10s %10s %20s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "1,000 rps p50 / p99 (errors)")
 	for _, l := range legs {
 		rss := "-"
@@ -303,9 +311,9 @@ func stopProcess(cmd *exec.Cmd) {
 	}
 }
 
-func startNginx(ctx context.Context, dir string, port int, backend string) (*exec.Cmd, error) {
+func startNginx(ctx context.Context, dir string, port int, backend, workers string) (*exec.Cmd, error) {
 	conf := fmt.Sprintf(`daemon off;
-worker_processes auto;
+worker_processes %[4]s;
 pid %[1]s/nginx.pid;
 error_log %[1]s/nginx-error.log warn;
 events { worker_connections 4096; }
@@ -330,7 +338,7 @@ http {
     }
   }
 }
-`, dir, backend, port)
+`, dir, backend, port, workers)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("failed to write nginx config: %w", err)
@@ -458,6 +466,15 @@ func fixedRate(ctx context.Context, url string, rate int, d time.Duration) (time
 // and its children (nginx's workers).
 func treeRSS(pid int, field string) int64 {
 	total := rssOf(pid, field)
+	for _, child := range children(pid) {
+		total += rssOf(child, field)
+	}
+	return total
+}
+
+// children lists the pids whose parent is pid.
+func children(pid int) []int {
+	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		child, err := strconv.Atoi(e.Name())
@@ -473,11 +490,11 @@ func treeRSS(pid int, field string) int64 {
 		if i := strings.LastIndexByte(s, ')'); i >= 0 {
 			f := strings.Fields(s[i+1:])
 			if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-				total += rssOf(child, field)
+				out = append(out, child)
 			}
 		}
 	}
-	return total
+	return out
 }
 
 func rssOf(pid int, field string) int64 {
