@@ -43,12 +43,13 @@ func writeChart(path string, start time.Time, points []framework.Point, samples 
 
 	success, p99 := perSecond(start, end, samples)
 
+	span := secs(end)
 	plots := [][]*plot.Plot{{
-		panel("canary weight (%)", 0, 105, markers, start, line(weight, color.RGBA{R: 31, G: 119, B: 180, A: 255})),
+		panel("canary weight (%)", 0, 105, span, markers, start, line(weight, color.RGBA{R: 31, G: 119, B: 180, A: 255})),
 	}, {
-		panel("success rate (%)", math.Max(0, minY(success)-5), 101, markers, start, line(success, color.RGBA{R: 44, G: 160, B: 44, A: 255})),
+		panel("success rate seen by clients (%)", math.Max(0, minY(success)-5), 101, span, markers, start, line(success, color.RGBA{R: 44, G: 160, B: 44, A: 255})),
 	}, {
-		panel("p99 latency (ms)", 0, math.Max(10, maxY(p99)*1.1), markers, start, line(p99, color.RGBA{R: 214, G: 39, B: 40, A: 255})),
+		panel("p99 latency seen by clients (ms)", 0, math.Max(10, maxY(p99)*1.1), span, markers, start, line(p99, color.RGBA{R: 214, G: 39, B: 40, A: 255})),
 	}}
 	plots[2][0].X.Label.Text = "seconds since the demo started"
 
@@ -115,9 +116,10 @@ func line(xys plotter.XYs, c color.Color) *plotter.Line {
 	return l
 }
 
-func panel(title string, ymin, ymax float64, markers []Marker, start time.Time, l *plotter.Line) *plot.Plot {
+func panel(title string, ymin, ymax, span float64, markers []Marker, start time.Time, l *plotter.Line) *plot.Plot {
 	p := plot.New()
 	p.Title.Text = title
+	p.X.Min, p.X.Max = 0, span
 	p.Y.Min, p.Y.Max = ymin, ymax
 	p.Add(plotter.NewGrid(), l)
 	for _, m := range markers {

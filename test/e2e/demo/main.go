@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/weir-dev/weir/canary/v1alpha1"
 	"github.com/weir-dev/weir/internal/testenv"
 	"github.com/weir-dev/weir/test/e2e/framework"
@@ -32,7 +34,7 @@ func main() {
 	dir := flag.String("dir", filepath.Join(root, ".cluster", "demo"), "folder for the cluster's state and logs (emptied first)")
 	out := flag.String("chart", filepath.Join(root, "out", "demo-timeline.png"), "where to write the timeline chart")
 	interval := flag.Duration("interval", 5*time.Second, "analysis interval of the demo Canary")
-	keep := flag.Bool("keep", isTerminal(os.Stdin), "keep the cluster running after the demo until Ctrl-C (default when run from a terminal)")
+	keep := flag.Bool("keep", term.IsTerminal(int(os.Stdin.Fd())), "keep the cluster running after the demo until Ctrl-C (default when run from a terminal)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -101,8 +103,10 @@ func run(ctx context.Context, dir, chart string, interval time.Duration, keep bo
 	}
 	defer traffic.Stop()
 	n.say("traffic", "50 requests/s to %s through the client pod's sidecar at %s", framework.AppHost, clientIP)
-	go narrateTraffic(ctx, n, traffic)
-	go narrateSlack(ctx, n, env)
+	narration, quiet := context.WithCancel(ctx)
+	defer quiet()
+	go narrateTraffic(narration, n, traffic)
+	go narrateSlack(narration, n, env)
 
 	start := time.Now()
 	var markers []Marker
@@ -133,13 +137,22 @@ func run(ctx context.Context, dir, chart string, interval time.Duration, keep bo
 		return err
 	}
 
+	quiet()
+	watch()
 	n.title("Done")
 	if err := writeChart(chart, start, tl.Points(), traffic.Samples(), markers); err != nil {
 		return err
 	}
-	total := traffic.Between(start, time.Now())
-	fmt.Printf("  traffic during the demo: %d requests, %d failed (%.2f%%), all of them while v3 took its share\n",
-		total.Requests, total.Failures, 100*float64(total.Failures)/float64(max(total.Requests, 1)))
+	end := time.Now()
+	for i, m := range markers {
+		to := end
+		if i+1 < len(markers) {
+			to = markers[i+1].At
+		}
+		sh := traffic.Between(m.At, to)
+		fmt.Printf("  traffic during the %s rollout: %d requests, %d failed (%.2f%%)\n",
+			m.Label, sh.Requests, sh.Failures, 100*float64(sh.Failures)/float64(max(sh.Requests, 1)))
+	}
 	if out, err := env.Kubectl(ctx, "get", "canary", "-A", "-o", "wide"); err == nil {
 		fmt.Printf("\n$ kubectl get canary -A -o wide\n%s\n", out)
 	}
@@ -180,10 +193,13 @@ func startWatch(ctx context.Context, env *framework.Env, n *narrator) (func(), e
 			n.say("kubectl", "%s", sc.Text())
 		}
 	}()
+	var once sync.Once
 	return func() {
-		cancel()
-		_ = cmd.Wait()
-		<-done
+		once.Do(func() {
+			cancel()
+			_ = cmd.Wait()
+			<-done
+		})
 	}, nil
 }
 
@@ -243,11 +259,6 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func createFile(path string) (io.WriteCloser, error) {
