@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"html"
 	"io"
 	"os"
 	"os/exec"
@@ -241,7 +242,7 @@ func narrateSlack(ctx context.Context, n *narrator, env *framework.Env) {
 		}
 		msgs := env.Cluster.SlackRecorder().Messages()
 		for _, m := range msgs[seen:] {
-			n.say("slack", "%s: %s", m.Channel, firstLine(m.Text))
+			n.say("slack", "%s: %s", m.Channel, firstLine(html.UnescapeString(m.Text)))
 		}
 		seen = len(msgs)
 	}
