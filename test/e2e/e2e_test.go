@@ -27,10 +27,10 @@ import (
 )
 
 const (
-	ns       = framework.Namespace
-	app      = framework.App
-	client_  = framework.Client
-	host     = framework.AppHost
+	ns      = framework.Namespace
+	app     = framework.App
+	client_ = framework.Client
+	host    = framework.AppHost
 	// rate and interval give each step about 1,600 answers, so that the
 	// ±tolerance check on the traffic share is 4 standard deviations wide
 	// even at 50% (σ = 50/√1600 = 1.25 points): it fails on a wrong split,
