@@ -79,8 +79,10 @@ build: ## Build weir-controller, weir-proxy, demo-app and loadgen into bin/.
 	$(GO) build -o $(BIN)/ ./cmd/weir-controller ./cmd/weir-proxy ./test/app/cmd/demo-app ./test/loadgen
 
 .PHONY: vet
-vet: ## go vet every package.
+vet: ## go vet every package and fail on files gofmt would change.
 	$(GO) vet ./...
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$unformatted" ]; then \
+		echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: test
 test: tools verify-generated build vet ## Run the whole suite, end-to-end tests included.
