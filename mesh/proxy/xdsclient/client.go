@@ -11,14 +11,17 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
 
 	envoy_config_core_v3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	envoy_service_discovery_v3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -76,15 +79,14 @@ func (c *Client) Run(ctx context.Context) error {
 		c.accepted = map[string]string{}
 	}
 	c.mu.Unlock()
-	node, err := proto.Marshal(c.Node)
+	conn, err := grpc.NewClient(c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return fmt.Errorf("failed to encode the xDS node: %w", err)
+		return fmt.Errorf("failed to create xDS client for %s: %w", c.Address, err)
 	}
-	tr := newTransport()
-	defer tr.CloseIdleConnections()
+	defer conn.Close()
 	backoff := minB
 	for {
-		received, err := c.stream(ctx, tr, node)
+		received, err := c.stream(ctx, conn)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -105,8 +107,7 @@ func (c *Client) Run(ctx context.Context) error {
 // streamState is per stream: nonces and subscriptions.
 type streamState struct {
 	mu     sync.Mutex
-	s      *adsStream
-	node   []byte
+	s      envoy_service_discovery_v3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	nonce  map[string]string
 	names  map[string][]string
 	nacked map[string]string // type → version last NACKed
@@ -114,15 +115,14 @@ type streamState struct {
 	timer  map[string]*time.Timer
 }
 
-func (c *Client) stream(ctx context.Context, tr *http.Transport, node []byte) (bool, error) {
+func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := openStream(ctx, tr, c.Address)
+	s, err := envoy_service_discovery_v3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
 		return false, fmt.Errorf("failed to open ADS stream: %w", err)
 	}
-	defer s.Close()
-	st := &streamState{s: s, node: node, nonce: map[string]string{}, names: map[string][]string{}, nacked: map[string]string{}, delay: map[string]time.Duration{}, timer: map[string]*time.Timer{}}
+	st := &streamState{s: s, nonce: map[string]string{}, names: map[string][]string{}, nacked: map[string]string{}, delay: map[string]time.Duration{}, timer: map[string]*time.Timer{}}
 	defer func() {
 		st.mu.Lock()
 		for _, t := range st.timer {
@@ -161,15 +161,15 @@ func (c *Client) version(typeURL string) string {
 func (c *Client) send(st *streamState, typeURL, version string, detail error) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	req := &discoveryRequest{
-		versionInfo:   version,
-		node:          st.node,
-		resourceNames: st.names[typeURL],
-		typeURL:       typeURL,
-		responseNonce: st.nonce[typeURL],
+	req := &envoy_service_discovery_v3.DiscoveryRequest{
+		VersionInfo:   version,
+		Node:          c.Node,
+		ResourceNames: st.names[typeURL],
+		TypeUrl:       typeURL,
+		ResponseNonce: st.nonce[typeURL],
 	}
 	if detail != nil {
-		req.errorDetail = detail.Error()
+		req.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: detail.Error()}
 	}
 	if err := st.s.Send(req); err != nil {
 		return fmt.Errorf("failed to send %s request: %w", typeURL, err)
@@ -195,10 +195,10 @@ func (c *Client) subscribe(st *streamState, typeURL string) error {
 	return c.send(st, typeURL, c.version(typeURL), nil)
 }
 
-func (c *Client) handle(st *streamState, resp *discoveryResponse) error {
-	t := resp.typeURL
+func (c *Client) handle(st *streamState, resp *envoy_service_discovery_v3.DiscoveryResponse) error {
+	t := resp.GetTypeUrl()
 	st.mu.Lock()
-	st.nonce[t] = resp.nonce
+	st.nonce[t] = resp.GetNonce()
 	if tm := st.timer[t]; tm != nil {
 		tm.Stop()
 		delete(st.timer, t)
@@ -209,20 +209,20 @@ func (c *Client) handle(st *streamState, resp *discoveryResponse) error {
 		c.report(t, err)
 		return c.send(st, t, c.version(t), err)
 	}
-	applyErr := c.Handler.Apply(t, resp.versionInfo, resp.resources)
+	applyErr := c.Handler.Apply(t, resp.GetVersionInfo(), resp.GetResources())
 	c.report(t, applyErr)
 	if applyErr != nil {
-		c.Log.Error("rejected xDS update", "type", t, "version", resp.versionInfo, "error", applyErr)
-		return c.nack(st, t, resp.versionInfo, applyErr)
+		c.Log.Error("rejected xDS update", "type", t, "version", resp.GetVersionInfo(), "error", applyErr)
+		return c.nack(st, t, resp.GetVersionInfo(), applyErr)
 	}
 	c.mu.Lock()
-	c.accepted[t] = resp.versionInfo
+	c.accepted[t] = resp.GetVersionInfo()
 	c.mu.Unlock()
 	st.mu.Lock()
 	delete(st.nacked, t)
 	delete(st.delay, t)
 	st.mu.Unlock()
-	if err := c.send(st, t, resp.versionInfo, nil); err != nil {
+	if err := c.send(st, t, resp.GetVersionInfo(), nil); err != nil {
 		return err
 	}
 	if dep, ok := dependents[t]; ok {
