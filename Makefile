@@ -20,6 +20,10 @@ K8S_LDFLAGS  := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
                 -X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z \
                 -X k8s.io/client-go/pkg/version.gitVersion=$(K8S_VERSION)
 TEST_TIMEOUT ?= 60m
+# grpcnotrace keeps golang.org/x/net/trace, and with it text/template, out of
+# weir's binaries: text/template's reflective calls stop the linker from
+# dropping unused methods, which made weir-proxy 33 MB instead of 21 MB.
+WEIR_TAGS    := grpcnotrace
 
 # Tests find the pinned binaries here; envtest reads KUBEBUILDER_ASSETS.
 export WEIR_BIN          := $(BIN)
@@ -76,26 +80,26 @@ verify-generated: generate ## Fail when generated files differ from what is comm
 
 .PHONY: build
 build: ## Build weir-controller, weir-proxy, demo-app and loadgen into bin/.
-	$(GO) build -o $(BIN)/ ./cmd/weir-controller ./cmd/weir-proxy ./test/app/cmd/demo-app ./test/loadgen
+	$(GO) build -tags $(WEIR_TAGS) -o $(BIN)/ ./cmd/weir-controller ./cmd/weir-proxy ./test/app/cmd/demo-app ./test/loadgen
 
 .PHONY: vet
 vet: ## go vet every package and fail on files gofmt would change.
-	$(GO) vet ./...
+	$(GO) vet -tags $(WEIR_TAGS) ./...
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$unformatted" ]; then \
 		echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: test
 test: tools verify-generated build vet ## Run the whole suite, end-to-end tests included.
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -tags $(WEIR_TAGS) -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
 bench: tools build bench-deps ## Run the benchmarks and print their figures.
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./mesh/xds/...
-	$(GO) run ./mesh/proxy/bench
+	$(GO) test -tags $(WEIR_TAGS) -run '^$$' -bench . -benchtime 1x -timeout 30m ./mesh/xds/...
+	$(GO) run -tags $(WEIR_TAGS) ./mesh/proxy/bench
 
 .PHONY: demo
 demo: tools build ## Start a local cluster, install weir and narrate a real promotion and rollback.
-	$(GO) run ./test/e2e/demo
+	$(GO) run -tags $(WEIR_TAGS) ./test/e2e/demo
 
 .PHONY: cluster-up cluster-down
 cluster-up: tools build ## Start the local cluster in the background (state in .cluster/).

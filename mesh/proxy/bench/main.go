@@ -127,7 +127,7 @@ func run() error {
 		return fmt.Errorf("failed to set snapshot: %w", err)
 	}
 	bin := filepath.Join(tmp, "weir-proxy")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/weir-proxy").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "go", "build", "-tags", "grpcnotrace", "-o", bin, "./cmd/weir-proxy").CombinedOutput(); err != nil {
 		return fmt.Errorf("failed to build weir-proxy (run from the repository root): %w: %s", err, out)
 	}
 	adminPort, err := freePort()
