@@ -504,8 +504,14 @@ func TestControllerProgressDeadline(t *testing.T) {
 	f.deploys.hold("podinfo", true) // the new version never becomes ready
 	f.setImage("podinfo:crashloop")
 	f.waitPhase(v1alpha1.PhaseFailed, 30*time.Second)
-	pd := f.eventsWith(v1alpha1.EventProgressDeadlineExceeded)
-	rb := f.eventsWith(v1alpha1.EventRolledBack)
+	// Events are recorded just after the status write that makes the phase
+	// Failed, so they may trail it by a moment.
+	var pd, rb []corev1.Event
+	eventually(t, 10*time.Second, "the deadline and rollback events", func() bool {
+		pd = f.eventsWith(v1alpha1.EventProgressDeadlineExceeded)
+		rb = f.eventsWith(v1alpha1.EventRolledBack)
+		return len(pd) > 0 && len(rb) > 0
+	})
 	if len(pd) != 1 || len(rb) != 1 || rb[0].Annotations[v1alpha1.AnnotationRollbackCause] != v1alpha1.RollbackCauseProgressDeadline {
 		t.Fatalf("ProgressDeadlineExceeded %+v, RolledBack %+v", pd, rb)
 	}
