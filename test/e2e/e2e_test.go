@@ -154,9 +154,20 @@ func newRevisionMidAnalysis(ctx context.Context, t *testing.T, s *suite) {
 	start := time.Now()
 	must(t, s.env.SetVersion(ctx, ns, app, framework.AppVersion{Tag: "v5"}))
 	waitWeight(ctx, t, s, 50)
-	restart := time.Now()
+	at50 := time.Now()
+	c, err := s.env.Canary(ctx, ns, app)
+	must(t, err)
+	v5 := c.Status.LastAppliedSpec
 	must(t, s.env.SetVersion(ctx, ns, app, framework.AppVersion{Tag: "v6"}))
 	waitPhase(ctx, t, s, 3*time.Minute, v1alpha1.PhaseSucceeded, start)
+	// The restart is the first status the timeline saw with v6's revision
+	// (the timeline's own clock, so no earlier poll of v5's weight 50 can
+	// fall after it). That status, and every later one, must not carry a
+	// confirmed weight of v5's analysis.
+	restart := s.tl.RevisionSeen(at50, v5)
+	if restart.IsZero() {
+		t.Fatal("the timeline never saw v6's revision")
+	}
 
 	// The new revision resets the weight to 0 and the analysis restarts at
 	// the first step: the confirmed steps after the change are 10, 50, 100.

@@ -138,3 +138,14 @@ func (tl *Timeline) Weights(since time.Time) []int32 {
 	}
 	return ws
 }
+
+// RevisionSeen returns when the timeline first recorded a revision other
+// than old, after since; zero if it has not yet.
+func (tl *Timeline) RevisionSeen(since time.Time, old string) time.Time {
+	for _, p := range tl.Points() {
+		if !p.At.Before(since) && p.Revision != old && p.Revision != "" {
+			return p.At
+		}
+	}
+	return time.Time{}
+}
