@@ -227,13 +227,7 @@ func rolloutDeployments(t *testing.T, c client.Client, ns string) *deploymentCon
 // eventually polls cond every 50ms until it returns true or timeout.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, context.Background(), timeout, 50*time.Millisecond, what, testenv.Holds(cond))
 }
 
 // kubectl runs bin/kubectl against the test API server.

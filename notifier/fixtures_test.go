@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	weirv1 "github.com/weir-dev/weir/canary/v1alpha1"
+	"github.com/weir-dev/weir/internal/testenv"
 	"github.com/weir-dev/weir/test/cluster/slackrecorder"
 )
 
@@ -224,15 +225,7 @@ func testHTTPClient(t *testing.T) *http.Client {
 // eventually polls cond every 10ms until it holds or ctx ends.
 func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	testenv.Eventually(t, ctx, 0, 10*time.Millisecond, what, testenv.Holds(cond))
 }
 
 // decodeJSON decodes a request's JSON body into v.

@@ -5,10 +5,14 @@
 package testenv
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // RepoRoot returns the root of the weir repository.
@@ -35,4 +39,40 @@ func Bin(t testing.TB, name string) string {
 		t.Fatalf("%s not found in %s: run 'make tools build' first (%v)", name, BinDir(), err)
 	}
 	return p
+}
+
+// Eventually calls cond every interval until it reports true, and fails t
+// when timeout passes (no limit when 0) or ctx ends first. An error from
+// cond does not stop the wait: the last one is shown in the failure.
+func Eventually(t testing.TB, ctx context.Context, timeout, interval time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var last error
+	err := wait.PollUntilContextCancel(ctx, interval, true, func(context.Context) (bool, error) {
+		ok, err := cond()
+		if err != nil {
+			last = err
+		}
+		return ok, nil
+	})
+	if err == nil {
+		return
+	}
+	msg := "timed out waiting for " + what
+	if timeout > 0 {
+		msg = "timed out after " + timeout.String() + " waiting for " + what
+	}
+	if last != nil {
+		msg += " (last error: " + last.Error() + ")"
+	}
+	t.Fatal(msg)
+}
+
+// Holds adapts a condition without errors for Eventually.
+func Holds(cond func() bool) func() (bool, error) {
+	return func() (bool, error) { return cond(), nil }
 }

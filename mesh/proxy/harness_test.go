@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weir-dev/weir/internal/testenv"
 	"github.com/weir-dev/weir/mesh/proxy"
 	"github.com/weir-dev/weir/mesh/proxy/xdsclient"
 )
@@ -284,13 +285,7 @@ func startProxy(t *testing.T, xdsAddr string) *proxy.Proxy {
 // eventually polls cond every 10ms for up to 10s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.Eventually(t, context.Background(), 10*time.Second, 10*time.Millisecond, what, testenv.Holds(cond))
 }
 
 func waitReady(t *testing.T, p *proxy.Proxy) {

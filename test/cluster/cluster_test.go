@@ -281,19 +281,7 @@ func demoDeployment(version string, replicas int32) *appsv1.Deployment {
 // waitFor polls cond every 200ms until it holds, failing t when ctx ends.
 func waitFor(ctx context.Context, t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	testenv.Eventually(t, ctx, 0, 200*time.Millisecond, what, cond)
 }
 
 // waitRolledOut waits until the Deployment has rolled out to replicas

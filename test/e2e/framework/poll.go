@@ -5,30 +5,21 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // httpClient is the framework's own client for health checks and admin
 // calls; it never uses proxy settings from the environment.
 var httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 
-// poll calls f every interval until it returns true or an error, or ctx ends.
+// poll calls f at once and then every interval until it returns true or an
+// error, or ctx ends.
 func poll(ctx context.Context, interval time.Duration, f func(context.Context) (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := f(ctx)
-		if err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("gave up waiting: %w", ctx.Err())
-		case <-t.C:
-		}
+	if err := wait.PollUntilContextCancel(ctx, interval, true, f); err != nil {
+		return fmt.Errorf("gave up waiting: %w", err)
 	}
+	return nil
 }
 
 // httpOK tells whether GET url answers 200.
