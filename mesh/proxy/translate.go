@@ -401,53 +401,72 @@ func buildHeaderMatcher(h *envoy_config_route_v3.HeaderMatcher) (headerMatcher, 
 		return headerMatcher{}, err
 	}
 	hm := headerMatcher{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch(), missingEmpty: h.GetTreatMissingHeaderAsEmpty()}
-	var err error
+	if sm := stringMatcherOf(h); sm != nil {
+		return hm, hm.setStringMatch(h.GetName(), sm)
+	}
 	switch s := h.GetHeaderMatchSpecifier().(type) {
-	case *envoy_config_route_v3.HeaderMatcher_ExactMatch:
-		hm.kind, hm.value = hdrExact, s.ExactMatch
-	case *envoy_config_route_v3.HeaderMatcher_PrefixMatch:
-		hm.kind, hm.value = hdrPrefix, s.PrefixMatch
-	case *envoy_config_route_v3.HeaderMatcher_SuffixMatch:
-		hm.kind, hm.value = hdrSuffix, s.SuffixMatch
-	case *envoy_config_route_v3.HeaderMatcher_ContainsMatch:
-		hm.kind, hm.value = hdrContains, s.ContainsMatch
-	case *envoy_config_route_v3.HeaderMatcher_SafeRegexMatch:
-		hm.kind = hdrRegex
-		hm.re, err = compileRegex(s.SafeRegexMatch, false)
 	case *envoy_config_route_v3.HeaderMatcher_PresentMatch:
 		hm.kind, hm.present = hdrPresent, s.PresentMatch
 	case *envoy_config_route_v3.HeaderMatcher_RangeMatch:
 		hm.kind, hm.start, hm.end = hdrRange, s.RangeMatch.GetStart(), s.RangeMatch.GetEnd()
-	case *envoy_config_route_v3.HeaderMatcher_StringMatch:
-		sm := s.StringMatch
-		if err := onlyFields(sm, "exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"); err != nil {
-			return hm, err
-		}
-		hm.ignoreCase = sm.GetIgnoreCase()
-		switch p := sm.GetMatchPattern().(type) {
-		case *envoy_type_matcher_v3.StringMatcher_Exact:
-			hm.kind, hm.value = hdrExact, p.Exact
-		case *envoy_type_matcher_v3.StringMatcher_Prefix:
-			hm.kind, hm.value = hdrPrefix, p.Prefix
-		case *envoy_type_matcher_v3.StringMatcher_Suffix:
-			hm.kind, hm.value = hdrSuffix, p.Suffix
-		case *envoy_type_matcher_v3.StringMatcher_Contains:
-			hm.kind, hm.value = hdrContains, p.Contains
-		case *envoy_type_matcher_v3.StringMatcher_SafeRegex:
-			hm.kind = hdrRegex
-			hm.re, err = compileRegex(p.SafeRegex, hm.ignoreCase)
-		default:
-			return hm, fmt.Errorf("header %q: unsupported string matcher %T", h.GetName(), p)
-		}
-		if hm.ignoreCase {
-			hm.value = strings.ToLower(hm.value)
-		}
 	case nil:
 		hm.kind, hm.present = hdrPresent, true
 	default:
 		return hm, fmt.Errorf("header %q: unsupported matcher %T", h.GetName(), s)
 	}
-	return hm, err
+	return hm, nil
+}
+
+// stringMatcherOf returns the header matcher's string_match, or the
+// StringMatcher that replaced its deprecated exact, prefix, suffix,
+// contains or safe_regex field; nil for the other matchers.
+func stringMatcherOf(h *envoy_config_route_v3.HeaderMatcher) *envoy_type_matcher_v3.StringMatcher {
+	sm := &envoy_type_matcher_v3.StringMatcher{}
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case *envoy_config_route_v3.HeaderMatcher_StringMatch:
+		return s.StringMatch
+	case *envoy_config_route_v3.HeaderMatcher_ExactMatch:
+		sm.MatchPattern = &envoy_type_matcher_v3.StringMatcher_Exact{Exact: s.ExactMatch}
+	case *envoy_config_route_v3.HeaderMatcher_PrefixMatch:
+		sm.MatchPattern = &envoy_type_matcher_v3.StringMatcher_Prefix{Prefix: s.PrefixMatch}
+	case *envoy_config_route_v3.HeaderMatcher_SuffixMatch:
+		sm.MatchPattern = &envoy_type_matcher_v3.StringMatcher_Suffix{Suffix: s.SuffixMatch}
+	case *envoy_config_route_v3.HeaderMatcher_ContainsMatch:
+		sm.MatchPattern = &envoy_type_matcher_v3.StringMatcher_Contains{Contains: s.ContainsMatch}
+	case *envoy_config_route_v3.HeaderMatcher_SafeRegexMatch:
+		sm.MatchPattern = &envoy_type_matcher_v3.StringMatcher_SafeRegex{SafeRegex: s.SafeRegexMatch}
+	default:
+		return nil
+	}
+	return sm
+}
+
+// setStringMatch makes hm match the header named name by sm.
+func (hm *headerMatcher) setStringMatch(name string, sm *envoy_type_matcher_v3.StringMatcher) error {
+	if err := onlyFields(sm, "exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"); err != nil {
+		return err
+	}
+	hm.ignoreCase = sm.GetIgnoreCase()
+	var err error
+	switch p := sm.GetMatchPattern().(type) {
+	case *envoy_type_matcher_v3.StringMatcher_Exact:
+		hm.kind, hm.value = hdrExact, p.Exact
+	case *envoy_type_matcher_v3.StringMatcher_Prefix:
+		hm.kind, hm.value = hdrPrefix, p.Prefix
+	case *envoy_type_matcher_v3.StringMatcher_Suffix:
+		hm.kind, hm.value = hdrSuffix, p.Suffix
+	case *envoy_type_matcher_v3.StringMatcher_Contains:
+		hm.kind, hm.value = hdrContains, p.Contains
+	case *envoy_type_matcher_v3.StringMatcher_SafeRegex:
+		hm.kind = hdrRegex
+		hm.re, err = compileRegex(p.SafeRegex, hm.ignoreCase)
+	default:
+		return fmt.Errorf("header %q: unsupported string matcher %T", name, p)
+	}
+	if hm.ignoreCase {
+		hm.value = strings.ToLower(hm.value)
+	}
+	return err
 }
 
 func buildRouteAction(a *envoy_config_route_v3.RouteAction, vhRetry *retryPolicy) (*routeAction, error) {
