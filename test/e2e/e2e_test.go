@@ -306,17 +306,15 @@ func primaryRuns(ctx context.Context, t *testing.T, s *suite, version string) {
 // answers (±tolerance) and nothing failed.
 func waitShare(ctx context.Context, t *testing.T, s *suite, version string, pct float64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var sh framework.Share
-	for time.Now().Before(deadline) {
-		sleep(ctx, time.Second)
+	sleep(ctx, time.Second) // the first window starts after the call
+	testenv.Eventually(t, ctx, 29*time.Second, time.Second, fmt.Sprintf("%.0f%% of the traffic on %s", pct, version), func() (bool, error) {
 		now := time.Now()
-		sh = s.traffic.Between(now.Add(-2*time.Second), now)
+		sh := s.traffic.Between(now.Add(-2*time.Second), now)
 		if sh.Requests > 0 && math.Abs(sh.Percent(version)-pct) <= tolerance {
-			return
+			return true, nil
 		}
-	}
-	t.Fatalf("traffic never reached %.0f%% %s: %s", pct, version, sh)
+		return false, fmt.Errorf("last 2s: %s", sh)
+	})
 }
 
 func waitPhase(ctx context.Context, t *testing.T, s *suite, timeout time.Duration, phase v1alpha1.CanaryPhase, since time.Time) *v1alpha1.Canary {
@@ -345,22 +343,20 @@ func waitWeight(ctx context.Context, t *testing.T, s *suite, w int32) {
 // each of wants, in order, and returns them.
 func wantMessages(ctx context.Context, t *testing.T, s *suite, subject string, wants []string) []slackrecorder.Message {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	var msgs []slackrecorder.Message
-	for time.Now().Before(deadline) {
+	testenv.Eventually(t, ctx, 30*time.Second, 500*time.Millisecond, fmt.Sprintf("Slack messages about %s containing, in order, %q", subject, wants), func() (bool, error) {
 		msgs = s.slack.Messages()
 		if matchInOrder(msgs, subject, wants) {
-			return msgs
+			return true, nil
 		}
-		sleep(ctx, 500*time.Millisecond)
-	}
-	var texts []string
-	for _, m := range msgs {
-		texts = append(texts, m.Text)
-	}
-	raw, _ := json.MarshalIndent(texts, "", "  ")
-	t.Fatalf("Slack messages %s do not contain, in order, %q about %s", raw, wants, subject)
-	return nil
+		texts := make([]string, 0, len(msgs))
+		for _, m := range msgs {
+			texts = append(texts, m.Text)
+		}
+		raw, _ := json.MarshalIndent(texts, "", "  ")
+		return false, fmt.Errorf("received %s", raw)
+	})
+	return msgs
 }
 
 func matchInOrder(msgs []slackrecorder.Message, subject string, wants []string) bool {
