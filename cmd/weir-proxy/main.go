@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -40,6 +41,8 @@ func run(args []string) error {
 	adminAddress := flag.String("admin-address", "127.0.0.1:15000", "address of the admin server (/stats/prometheus, /ready, /config_dump, /clusters)")
 	bindIP := flag.String("bind-ip", "", "overrides the IP of every listener address")
 	memoryLimit := flag.Int64("memory-limit", 0, "soft limit in bytes for the Go runtime's memory (heap, stacks); 0 keeps Go's default (below ~16 MiB the GC costs throughput); GOMEMLIMIT overrides it")
+	concurrency := flag.Int("concurrency", 0, "event loops (threads) per listener, as Envoy's --concurrency; 0: one per CPU (GOMAXPROCS)")
+	eventLoop := flag.Bool("event-loop", true, "serve HTTP/1.1 on epoll event loops (Linux); false serves every connection on its own goroutine")
 	drainTime := flag.Duration("drain-time", 5*time.Second, "after SIGTERM, how long to keep serving with Connection: close before closing listeners")
 	if err := flag.Parse(args); err != nil {
 		return err
@@ -53,7 +56,17 @@ func run(args []string) error {
 		debug.SetMemoryLimit(*memoryLimit)
 	}
 
-	p := proxy.New(proxy.Options{BindIP: *bindIP, Log: log})
+	if *eventLoop && os.Getenv("GOMAXPROCS") == "" {
+		// The loops wait in epoll_wait as system calls that keep their P.
+		// When every P is held so, sysmon takes them back every 20µs and the
+		// loops fight for them on waking: futex and nanosleep calls that
+		// cost as much as the proxying. One P more than loops avoids it.
+		if *concurrency <= 0 {
+			*concurrency = runtime.GOMAXPROCS(0)
+		}
+		runtime.GOMAXPROCS(*concurrency + 1)
+	}
+	p := proxy.New(proxy.Options{BindIP: *bindIP, Log: log, Concurrency: *concurrency, DisableEventLoop: !*eventLoop})
 	adminLn, err := net.Listen("tcp", *adminAddress)
 	if err != nil {
 		return fmt.Errorf("failed to listen on admin address %s: %w", *adminAddress, err)

@@ -63,7 +63,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		return
 	}
-	rt := vh.match(r)
+	rt := vh.match(stdRequest{r})
 	if rt == nil {
 		w.WriteHeader(http.StatusNotFound)
 		return
@@ -125,7 +125,37 @@ func (t *routeTable) match(host string) *virtualHost {
 	return t.dflt
 }
 
-func (vh *virtualHost) match(r *http.Request) *route {
+// requestView is what route matching reads of a request: a net/http request
+// (stdRequest) or one parsed on an event loop.
+type requestView interface {
+	escapedPath() string
+	requestURI() string
+	method() string
+	authority() string
+	// header returns a regular header's values joined with ",".
+	header(name string) (string, bool)
+}
+
+// stdRequest is a net/http request as a requestView.
+type stdRequest struct{ *http.Request }
+
+func (r stdRequest) escapedPath() string { return r.URL.EscapedPath() }
+func (r stdRequest) requestURI() string  { return r.URL.RequestURI() }
+func (r stdRequest) method() string      { return r.Method }
+func (r stdRequest) authority() string   { return r.Host }
+
+func (r stdRequest) header(name string) (string, bool) {
+	vs := r.Header[textproto.CanonicalMIMEHeaderKey(name)]
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return vs[0], true
+	}
+	return strings.Join(vs, ","), true
+}
+
+func (vh *virtualHost) match(r requestView) *route {
 	for _, rt := range vh.routes {
 		if rt.matches(r) {
 			return rt
@@ -134,8 +164,8 @@ func (vh *virtualHost) match(r *http.Request) *route {
 	return nil
 }
 
-func (rt *route) matches(r *http.Request) bool {
-	path := r.URL.EscapedPath()
+func (rt *route) matches(r requestView) bool {
+	path := r.escapedPath()
 	switch rt.kind {
 	case pathPrefix:
 		if rt.caseSensitive {
@@ -166,28 +196,21 @@ func (rt *route) matches(r *http.Request) bool {
 	return true
 }
 
-func headerValue(r *http.Request, name string) (string, bool) {
+func headerValue(r requestView, name string) (string, bool) {
 	switch name {
 	case ":authority":
-		return r.Host, true
+		return r.authority(), true
 	case ":method":
-		return r.Method, true
+		return r.method(), true
 	case ":path":
-		return r.URL.RequestURI(), true
+		return r.requestURI(), true
 	case ":scheme":
 		return "http", true
 	}
-	vs := r.Header[textproto.CanonicalMIMEHeaderKey(name)]
-	switch len(vs) {
-	case 0:
-		return "", false
-	case 1:
-		return vs[0], true
-	}
-	return strings.Join(vs, ","), true
+	return r.header(name)
 }
 
-func (m *headerMatcher) matches(r *http.Request) bool {
+func (m *headerMatcher) matches(r requestView) bool {
 	v, ok := headerValue(r, m.name)
 	if !ok && !m.missingEmpty {
 		return (m.kind == hdrPresent && !m.present) != m.invert
@@ -273,6 +296,12 @@ var httpScheme = []string{"http"}
 
 // newRequestID returns a random UUID v4.
 func newRequestID() string {
+	var s [36]byte
+	return string(appendRequestID(s[:0]))
+}
+
+// appendRequestID appends a random UUID v4.
+func appendRequestID(dst []byte) []byte {
 	const hexd = "0123456789abcdef"
 	var b [16]byte
 	a, c := rand.Uint64(), rand.Uint64()
@@ -282,17 +311,13 @@ func newRequestID() string {
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	j := 0
 	for i, x := range b {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
-			s[j] = '-'
-			j++
+			dst = append(dst, '-')
 		}
-		s[j], s[j+1] = hexd[x>>4], hexd[x&0x0f]
-		j += 2
+		dst = append(dst, hexd[x>>4], hexd[x&0x0f])
 	}
-	return string(s[:])
+	return dst
 }
 
 // failure classifies an attempt that got no response.

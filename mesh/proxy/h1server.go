@@ -74,18 +74,42 @@ func (s *h1Server) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		c := &serverConn{nc: nc}
-		s.mu.Lock()
-		if s.closing.Load() {
-			s.mu.Unlock()
-			nc.Close()
-			continue
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(c)
+		s.adopt(nc, nil)
 	}
+}
+
+// adopt serves a connection accepted elsewhere (an event loop hands over
+// the ones it does not serve itself), replaying the bytes already read.
+func (s *h1Server) adopt(nc net.Conn, buffered []byte) {
+	if len(buffered) > 0 {
+		nc = &prefixConn{Conn: nc, pre: buffered}
+	}
+	c := &serverConn{nc: nc}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.serveConn(c)
+}
+
+// prefixConn reads pre before the connection.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // SetKeepAlivesEnabled(false) answers every further response with

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,7 +274,8 @@ func freePort(t testing.TB) int {
 func startProxy(t *testing.T, xdsAddr string) *proxy.Proxy {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	p := proxy.New(proxy.Options{Log: log})
+	// WEIR_PROXY_EVENT_LOOP=off runs the suite on the general path (make test does both).
+	p := proxy.New(proxy.Options{Log: log, DisableEventLoop: os.Getenv("WEIR_PROXY_EVENT_LOOP") == "off"})
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, Log: log, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	done := make(chan struct{})

@@ -112,7 +112,7 @@ func TestRouteMatch(t *testing.T) {
 			for k, v := range tt.headers {
 				req.Header.Set(k, v)
 			}
-			if got := r.matches(req); got != tt.want {
+			if got := r.matches(stdRequest{req}); got != tt.want {
 				t.Errorf("matches = %v, want %v", got, tt.want)
 			}
 		})

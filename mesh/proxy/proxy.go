@@ -38,6 +38,12 @@ type Options struct {
 	BindIP string
 	// Log receives listener and config events; slog.Default() when nil.
 	Log *slog.Logger
+	// Concurrency is the number of event loops (threads) serving each
+	// listener, as Envoy's --concurrency; 0 means one per GOMAXPROCS.
+	Concurrency int
+	// DisableEventLoop serves every connection on the goroutine-per-
+	// connection path (h1server.go) instead of the event loops.
+	DisableEventLoop bool
 }
 
 // Proxy is the xDS-configured data plane. It implements xdsclient.Handler.
@@ -437,13 +443,13 @@ func (p *Proxy) Close() {
 type listenerRuntime struct {
 	name    string
 	address string
-	srv     *h1Server
+	srv     listenerServer
 	cfg     atomic.Pointer[listenerConfig]
 }
 
 func (p *Proxy) startListener(ln net.Listener, lc *listenerConfig) *listenerRuntime {
 	rt := &listenerRuntime{name: lc.name, address: lc.address}
-	rt.srv = newH1Server(&handler{p: p, l: rt})
+	rt.srv = newListenerServer(&handler{p: p, l: rt})
 	go func() {
 		if err := rt.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("listener stopped", "listener", lc.name, "address", lc.address, "error", err)

@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -71,6 +72,14 @@ type leg struct {
 	fixedP50 time.Duration
 	fixedP99 time.Duration
 	fixedErr int
+	// Summed over the wrk runs: the proxy's CPU time, read and write
+	// system calls, and the requests wrk completed.
+	cpu      time.Duration
+	syscalls int64
+	requests int64
+	// The same run's CPU time of the backend and of wrk, over all legs.
+	backendCPU, wrkCPU time.Duration
+	allRequests        int64
 }
 
 func run() error {
@@ -79,9 +88,12 @@ func run() error {
 	fixedFor := flag.Duration("fixed-duration", 6*time.Second, "time of the 1,000 rps run per leg, split into -rounds interleaved runs (median shown)")
 	conns := flag.Int("connections", 64, "wrk connections")
 	memLimit := flag.String("proxy-memory-limit", "", "weir-proxy's --memory-limit (bytes); empty keeps its default")
+	concurrency := flag.Int("proxy-concurrency", 0, "weir-proxy's --concurrency (event loops); 0 keeps its default")
 	procs := flag.Int("proxy-gomaxprocs", 0, "GOMAXPROCS for weir-proxy; 0 keeps Go's default (one per CPU)")
+	sameHeaders := flag.Bool("nginx-same-headers", true, "have nginx add X-Request-Id and X-Forwarded-Proto as weir-proxy does (Envoy's defaults), so the backend gets the same requests from both")
 	nginxWorkers := flag.String("nginx-workers", "auto", "nginx worker_processes (auto: one per CPU, as weir-proxy's default GOMAXPROCS)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of weir-proxy under wrk to this file")
+	hold := flag.Bool("hold", false, "set everything up, print the three URLs and the proxies' pids, and wait for SIGINT (to drive or trace them by hand)")
 	flag.Parse()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -138,6 +150,9 @@ func run() error {
 	if *memLimit != "" {
 		args = append(args, "--memory-limit", *memLimit)
 	}
+	if *concurrency > 0 {
+		args = append(args, "--concurrency", strconv.Itoa(*concurrency))
+	}
 	weir := exec.Command(bin, args...)
 	if *procs > 0 {
 		weir.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", *procs))
@@ -169,7 +184,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	nginx, err := startNginx(ctx, tmp, nginxPort, backendAddr, *nginxWorkers)
+	nginx, err := startNginx(ctx, tmp, nginxPort, backendAddr, *nginxWorkers, *sameHeaders)
 	if err != nil {
 		return err
 	}
@@ -187,6 +202,15 @@ func run() error {
 			return fmt.Errorf("%s: %w", l.name, err)
 		}
 	}
+	if *hold {
+		for _, l := range legs {
+			fmt.Printf("%s %s pid=%d\n", l.name, l.url, pids[l.name])
+		}
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		return nil
+	}
 	per := max(time.Second, *duration/time.Duration(*rounds))
 	samples := map[string][]wrkResult{}
 	for round := range *rounds {
@@ -195,9 +219,24 @@ func run() error {
 			if l.name == "weir-proxy" && *profile != "" && round == 0 {
 				go saveProfile(hc, adminPort, per, *profile)
 			}
+			pid, proxied := pids[l.name]
+			var before procSample
+			if proxied {
+				before = sampleTree(pid)
+			}
+			self := selfCPU()
 			res, err := runWrk(ctx, l.name, l.url, per, *conns)
 			if err != nil {
 				return fmt.Errorf("%s: %w", l.name, err)
+			}
+			l.backendCPU += selfCPU() - self
+			l.wrkCPU += res.cpu
+			l.allRequests += res.requests
+			if proxied {
+				after := sampleTree(pid)
+				l.cpu += after.cpu - before.cpu
+				l.syscalls += after.syscalls - before.syscalls
+				l.requests += res.requests
 			}
 			samples[l.name] = append(samples[l.name], res)
 			if pid, ok := pids[l.name]; ok {
@@ -230,13 +269,29 @@ func run() error {
 	}
 	fmt.Printf("CPUs: %d (shared with wrk and the backend); weir-proxy GOMAXPROCS=%d; nginx worker_processes %s (%d workers running)\n\n",
 		runtime.NumCPU(), gomaxprocs, *nginxWorkers, len(children(nginx.Process.Pid)))
-	fmt.Printf("%-11s %12s %10s %10s %20s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "1,000 rps p50 / p99 (errors)")
+	fmt.Printf("%-11s %12s %10s %10s %20s %12s %12s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "CPU/request", "r+w/request", "1,000 rps p50 / p99 (errors)")
 	for _, l := range legs {
-		rss := "-"
+		rss, cpu, sys := "-", "-", "-"
 		if l.rssKB > 0 {
 			rss = fmt.Sprintf("%.1f MB (%.1f MB)", float64(l.rssKB)/1024, float64(l.anonKB)/1024)
 		}
-		fmt.Printf("%-11s %12.0f %10v %10v %20s   %v / %v (%d)\n", l.name, l.rps, l.p50, l.p99, rss, l.fixedP50, l.fixedP99, l.fixedErr)
+		if l.requests > 0 {
+			cpu = (l.cpu / time.Duration(l.requests)).Round(10 * time.Nanosecond).String()
+			sys = fmt.Sprintf("%.2f", float64(l.syscalls)/float64(l.requests))
+		}
+		fmt.Printf("%-11s %12.0f %10v %10v %20s %12s %12s   %v / %v (%d)\n", l.name, l.rps, l.p50, l.p99, rss, cpu, sys, l.fixedP50, l.fixedP99, l.fixedErr)
+	}
+	fmt.Println("\nCPU/request: the proxy's user+system CPU time under wrk over the requests wrk completed; r+w/request: its read and write system calls (/proc/PID/io), epoll_wait not counted.")
+	fmt.Printf("\n%-11s %14s %14s %14s\n", "path", "proxy CPU/rq", "backend CPU/rq", "wrk CPU/rq")
+	for _, l := range legs {
+		if l.allRequests == 0 {
+			continue
+		}
+		proxy := "-"
+		if l.requests > 0 {
+			proxy = (l.cpu / time.Duration(l.requests)).Round(10 * time.Nanosecond).String()
+		}
+		fmt.Printf("%-11s %14s %14s %14s\n", l.name, proxy, (l.backendCPU / time.Duration(l.allRequests)).Round(10*time.Nanosecond), (l.wrkCPU / time.Duration(l.allRequests)).Round(10*time.Nanosecond))
 	}
 	direct, w, n := legs[0], legs[1], legs[2]
 	fmt.Printf("\nweir-proxy / nginx throughput: %.2f\n", w.rps/n.rps)
@@ -303,7 +358,13 @@ func stopProcess(cmd *exec.Cmd) {
 	}
 }
 
-func startNginx(ctx context.Context, dir string, port int, backend, workers string) (*exec.Cmd, error) {
+func startNginx(ctx context.Context, dir string, port int, backend, workers string, sameHeaders bool) (*exec.Cmd, error) {
+	extra := ""
+	if sameHeaders {
+		extra = `
+      proxy_set_header X-Request-Id $request_id;
+      proxy_set_header X-Forwarded-Proto $scheme;`
+	}
 	conf := fmt.Sprintf(`daemon off;
 worker_processes %[4]s;
 pid %[1]s/nginx.pid;
@@ -326,11 +387,11 @@ http {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host $host;
+      proxy_set_header Host $host;%[5]s
     }
   }
 }
-`, dir, backend, port, workers)
+`, dir, backend, port, workers, extra)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("failed to write nginx config: %w", err)
@@ -356,9 +417,13 @@ http {
 	return cmd, nil
 }
 
+var requestsLine = regexp.MustCompile(`^\s*([0-9]+) requests in `)
+
 var latencyLine = regexp.MustCompile(`^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
 
 type wrkResult struct {
+	cpu      time.Duration // wrk's own
+	requests int64
 	rps      float64
 	p50, p99 time.Duration
 }
@@ -381,13 +446,18 @@ func median(rs []wrkResult) (float64, time.Duration, time.Duration) {
 
 func runWrk(ctx context.Context, name, url string, d time.Duration, conns int) (wrkResult, error) {
 	var res wrkResult
-	out, err := exec.CommandContext(ctx, "wrk", "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency", "-H", "Host: podinfo", url).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "wrk", "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency", "-H", "Host: podinfo", url)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return res, fmt.Errorf("wrk failed (make bench-deps installs it): %w: %s", err, out)
 	}
+	res.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
+		if m := requestsLine.FindStringSubmatch(line); m != nil {
+			res.requests, _ = strconv.ParseInt(m[1], 10, 64)
+		}
 		if v, ok := strings.CutPrefix(line, "Requests/sec:"); ok {
 			res.rps, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
@@ -462,6 +532,53 @@ func treeRSS(pid int, field string) int64 {
 		total += rssOf(child, field)
 	}
 	return total
+}
+
+// procSample is a process tree's CPU time and read/write system calls so far.
+type procSample struct {
+	cpu      time.Duration
+	syscalls int64
+}
+
+// selfCPU is this process's CPU time so far: the backend's, while wrk runs.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat's utime and stime; it is
+// 100 on every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+func sampleTree(pid int) procSample {
+	var s procSample
+	for _, p := range append([]int{pid}, children(pid)...) {
+		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p)); err == nil {
+			if i := strings.LastIndexByte(string(stat), ')'); i >= 0 {
+				// Fields after the command name start at state (3); utime
+				// and stime are fields 14 and 15.
+				if f := strings.Fields(string(stat[i+1:])); len(f) > 12 {
+					u, _ := strconv.ParseInt(f[11], 10, 64)
+					st, _ := strconv.ParseInt(f[12], 10, 64)
+					s.cpu += time.Duration(u+st) * clockTick
+				}
+			}
+		}
+		if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p)); err == nil {
+			for _, line := range strings.Split(string(io), "\n") {
+				for _, key := range []string{"syscr:", "syscw:"} {
+					if v, ok := strings.CutPrefix(line, key); ok {
+						n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+						s.syscalls += n
+					}
+				}
+			}
+		}
+	}
+	return s
 }
 
 // children lists the pids whose parent is pid.
