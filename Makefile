@@ -91,6 +91,8 @@ vet: ## go vet every package and fail on files gofmt would change.
 .PHONY: test
 test: tools verify-generated build vet ## Run the whole suite, end-to-end tests included.
 	$(GO) test -tags $(WEIR_TAGS) -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@echo "weir-proxy's tests again on the goroutine-per-connection path (what the event loop hands over):"
+	WEIR_PROXY_EVENT_LOOP=off $(GO) test -tags $(WEIR_TAGS) -count=1 ./mesh/proxy/
 
 .PHONY: bench
 bench: tools build bench-deps ## Run the benchmarks and print their figures.

@@ -91,6 +91,12 @@ func (c *clientConn) onEvent(ev uint32) {
 			if c.closed {
 				return
 			}
+			if c.busy && c.x.headSent && c.x.up != nil && len(c.out)-c.off < highWater {
+				c.x.up.relay() // resume a response that waited for us
+				if c.closed {
+					return
+				}
+			}
 		}
 	}
 	if ev&unix.EPOLLRDHUP != 0 && c.busy {
@@ -110,6 +116,9 @@ func (c *clientConn) onEvent(ev uint32) {
 // are needed.
 func (c *clientConn) serve() {
 	for !c.busy && !c.closed && !c.closing {
+		if c.off < len(c.out) {
+			return // the last response is still going out; EPOLLOUT resumes
+		}
 		if c.w > c.r {
 			switch parseRequestHead(c.in[c.r:c.w], &c.head) {
 			case parseOK:
@@ -220,10 +229,6 @@ func (c *clientConn) flush() {
 		c.out, c.off = c.out[:0], 0
 		if c.closing {
 			c.close()
-			return
-		}
-		if c.busy && c.x.headSent && c.x.up != nil {
-			c.x.up.relay() // resume a response that was waiting for us
 		}
 	}
 }
@@ -524,6 +529,7 @@ func (x *exchange) send(u *upConn) {
 	u.x, x.up = x, u
 	u.out, u.off = x.req, 0
 	u.r, u.w = 0, 0
+	u.gotBytes = false
 	x.armTimer()
 	if !u.connecting {
 		u.flush()
@@ -820,6 +826,10 @@ func (u *upConn) onEvent(ev uint32) {
 	if x == nil {
 		// A pooled connection has nothing to say: the server closed it.
 		u.lp.dropIdle(u)
+		return
+	}
+	if u.connecting && ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		x.fail(failConnect)
 		return
 	}
 	if ev&unix.EPOLLOUT != 0 {

@@ -57,7 +57,7 @@ func newListenerServer(h *handler) listenerServer {
 	if h.p.opts.DisableEventLoop {
 		return newH1Server(h)
 	}
-	return &evServer{h: h, h1: newH1Server(h), stopped: make(chan struct{})}
+	return &evServer{h: h, h1: newH1Server(h), stopped: make(chan struct{}), lnfd: -1}
 }
 
 type evServer struct {
@@ -70,8 +70,11 @@ type evServer struct {
 
 	mu      sync.Mutex
 	ln      net.Listener
-	lnfd    int
 	loops   []*loop
+	// lnfd is the loops' duplicate of the listener; accepts hold lnMu for
+	// reading, so closeListener never closes it under an accept.
+	lnMu    sync.RWMutex
+	lnfd    int
 	running sync.WaitGroup
 	stopped chan struct{}
 	once    sync.Once
@@ -114,7 +117,10 @@ func (s *evServer) Serve(ln net.Listener) error {
 		unix.Close(lnfd)
 		return http.ErrServerClosed
 	}
-	s.ln, s.lnfd, s.loops = ln, lnfd, loops
+	s.ln, s.loops = ln, loops
+	s.lnMu.Lock()
+	s.lnfd = lnfd
+	s.lnMu.Unlock()
 	s.running.Add(len(loops))
 	s.mu.Unlock()
 	for _, lp := range loops {
@@ -124,7 +130,7 @@ func (s *evServer) Serve(ln net.Listener) error {
 		}()
 	}
 	s.running.Wait()
-	unix.Close(lnfd)
+	s.closeListener()
 	s.once.Do(func() { close(s.stopped) })
 	return http.ErrServerClosed
 }
@@ -190,11 +196,22 @@ func (s *evServer) Close() error {
 	return err
 }
 
+// closeListener stops accepting: the loops forget the listener and it is
+// closed, so its port is free at once.
 func (s *evServer) closeListener() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ln != nil {
 		s.ln.Close()
+	}
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	if s.lnfd >= 0 {
+		for _, lp := range s.loops {
+			unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, s.lnfd, nil)
+		}
+		unix.Close(s.lnfd)
+		s.lnfd = -1
 	}
 }
 
@@ -231,7 +248,6 @@ type loop struct {
 	s      *evServer
 	epfd   int
 	wakefd int
-	lnfd   int // -1 once the loop stopped accepting
 	events [128]unix.EpollEvent
 	fds    []evHandler
 	gens   []int32
@@ -255,7 +271,7 @@ func newLoop(s *evServer, lnfd int) (*loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	lp := &loop{s: s, epfd: epfd, wakefd: wakefd, lnfd: lnfd,
+	lp := &loop{s: s, epfd: epfd, wakefd: wakefd,
 		clients: map[*clientConn]struct{}{}, idle: map[*host][]*upConn{}, addrs: map[*host]unix.Sockaddr{}}
 	lp.maint.idx = -1
 	lp.maint.fire = lp.maintain
@@ -350,14 +366,10 @@ func (lp *loop) run() {
 // stopping closes what the server's state says should close, and reports
 // whether the loop may return.
 func (lp *loop) stopping() bool {
-	if lp.lnfd >= 0 {
-		unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lp.lnfd, nil)
-		lp.lnfd = -1
-	}
 	hard := lp.s.hard.Load()
 	for c := range lp.clients {
 		if hard || !c.busy {
-			c.close()
+			c.abort()
 		}
 	}
 	return len(lp.clients) == 0
@@ -365,15 +377,12 @@ func (lp *loop) stopping() bool {
 
 func (lp *loop) shutdown() {
 	for c := range lp.clients {
-		c.close()
+		c.abort()
 	}
 	for _, ups := range lp.idle {
 		for _, u := range ups {
 			u.close()
 		}
-	}
-	if lp.lnfd >= 0 {
-		unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lp.lnfd, nil)
 	}
 	lp.closeFDs()
 }
@@ -411,12 +420,15 @@ type acceptHandler struct{ lp *loop }
 
 func (a acceptHandler) onEvent(uint32) {
 	lp := a.lp
-	if lp.lnfd < 0 || lp.s.closing.Load() {
+	s := lp.s
+	s.lnMu.RLock()
+	defer s.lnMu.RUnlock()
+	if s.lnfd < 0 || s.closing.Load() {
 		return
 	}
 	// A few at a time, so that the other loops take their share.
 	for range 4 {
-		fd, sa, err := unix.Accept4(lp.lnfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, sa, err := unix.Accept4(s.lnfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
 			if err == unix.EMFILE || err == unix.ENFILE {
 				lp.s.h.p.log.Error("accept failed", "error", err)

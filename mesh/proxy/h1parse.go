@@ -282,7 +282,9 @@ func init() {
 }
 
 // chunkScanner follows a chunked body that is relayed as it is, to find
-// where it ends.
+// where it ends. Like net/http's reader it wants CRLF, not a bare LF, after
+// a size line, a chunk and the last line: two parsers that disagree on where
+// a body ends are how responses get desynchronised.
 type chunkScanner struct {
 	state  int
 	size   int64
@@ -291,6 +293,7 @@ type chunkScanner struct {
 
 const (
 	csSize = iota
+	csSizeWS
 	csExt
 	csSizeLF
 	csData
@@ -318,12 +321,21 @@ func (s *chunkScanner) scan(p []byte) (int, bool, error) {
 					return i, false, errBadChunk
 				}
 				s.size = s.size<<4 | int64(unhex(c))
-			case s.digits > 0 && (c == ';' || c == ' ' || c == '\t'):
+			case s.digits > 0 && c == ';':
 				s.state = csExt
+			case s.digits > 0 && (c == ' ' || c == '\t'):
+				s.state = csSizeWS
 			case s.digits > 0 && c == '\r':
 				s.state = csSizeLF
-			case s.digits > 0 && c == '\n':
-				s.endSize()
+			default:
+				return i, false, errBadChunk
+			}
+			i++
+		case csSizeWS: // whitespace is allowed only before the line's end
+			switch c {
+			case ' ', '\t':
+			case '\r':
+				s.state = csSizeLF
 			default:
 				return i, false, errBadChunk
 			}
@@ -332,7 +344,7 @@ func (s *chunkScanner) scan(p []byte) (int, bool, error) {
 			if c == '\r' {
 				s.state = csSizeLF
 			} else if c == '\n' {
-				s.endSize()
+				return i, false, errBadChunk
 			}
 			i++
 		case csSizeLF:
@@ -354,8 +366,6 @@ func (s *chunkScanner) scan(p []byte) (int, bool, error) {
 			switch c {
 			case '\r':
 				s.state = csDataLF
-			case '\n':
-				*s = chunkScanner{}
 			default:
 				return i, false, errBadChunk
 			}
@@ -372,8 +382,7 @@ func (s *chunkScanner) scan(p []byte) (int, bool, error) {
 			case '\r':
 				s.state = csTrailerLF
 			case '\n':
-				s.state = csDone
-				return i, true, nil
+				return i, false, errBadChunk
 			default:
 				s.state = csTrailerLine
 			}

@@ -273,9 +273,15 @@ func freePort(t testing.TB) int {
 // startProxy runs a proxy and its ADS client until the test ends.
 func startProxy(t *testing.T, xdsAddr string) *proxy.Proxy {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
 	// WEIR_PROXY_EVENT_LOOP=off runs the suite on the general path (make test does both).
-	p := proxy.New(proxy.Options{Log: log, DisableEventLoop: os.Getenv("WEIR_PROXY_EVENT_LOOP") == "off"})
+	return startProxyWith(t, xdsAddr, proxy.Options{DisableEventLoop: os.Getenv("WEIR_PROXY_EVENT_LOOP") == "off"})
+}
+
+func startProxyWith(t *testing.T, xdsAddr string, opts proxy.Options) *proxy.Proxy {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	opts.Log = log
+	p := proxy.New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, Log: log, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	done := make(chan struct{})
