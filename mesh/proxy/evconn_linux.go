@@ -35,6 +35,9 @@ type clientConn struct {
 	head     reqHead
 }
 
+// maxIdleBuffer is the most buffer a connection keeps between requests.
+const maxIdleBuffer = 64 << 10
+
 // body modes of a response.
 const (
 	bodyNone = iota
@@ -148,6 +151,9 @@ func (c *clientConn) serve() {
 func (c *clientConn) fill(limit int) bool {
 	if c.r == c.w {
 		c.r, c.w = 0, 0
+		if len(c.in) > maxIdleBuffer {
+			c.in = make([]byte, 4<<10)
+		}
 	}
 	if c.w == len(c.in) {
 		if c.r > 0 {
@@ -227,6 +233,9 @@ func (c *clientConn) flush() {
 	}
 	if c.off == len(c.out) {
 		c.out, c.off = c.out[:0], 0
+		if cap(c.out) > maxIdleBuffer {
+			c.out = nil // a large response does not pin its buffer to the connection
+		}
 		if c.closing {
 			c.close()
 		}
@@ -312,7 +321,11 @@ func (c *clientConn) start() bool {
 		return c.localReply(http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow", overloaded, keepAlive)
 	}
 	x := &c.x
-	*x = exchange{cc: c, timer: x.timer, req: x.req[:0], tried: x.tried[:0], resp: respHead{fields: x.resp.fields[:0]}}
+	req := x.req[:0]
+	if cap(req) > maxIdleBuffer {
+		req = nil
+	}
+	*x = exchange{cc: c, timer: x.timer, req: req, tried: x.tried[:0], resp: respHead{fields: x.resp.fields[:0]}}
 	x.start = lp.now
 	x.isHead = string(hd.method) == http.MethodHead
 	x.keepAlive = keepAlive
@@ -377,9 +390,7 @@ func buildUpstreamRequest(b []byte, hd *reqHead, body []byte, lc *listenerConfig
 	for _, f := range hd.fields {
 		n := f.name
 		switch {
-		case asciiEqualFold(n, "connection"), asciiEqualFold(n, "keep-alive"), asciiEqualFold(n, "proxy-connection"),
-			asciiEqualFold(n, "proxy-authenticate"), asciiEqualFold(n, "proxy-authorization"), asciiEqualFold(n, "trailer"),
-			asciiEqualFold(n, "content-length"):
+		case isHopHeader(n), asciiEqualFold(n, "content-length"):
 			continue
 		case asciiEqualFold(n, "te"):
 			if !asciiEqualFold(f.value, "trailers") {
@@ -430,6 +441,17 @@ func buildUpstreamRequest(b []byte, hd *reqHead, body []byte, lc *listenerConfig
 	}
 	b = append(b, crlf...)
 	return append(b, body...)
+}
+
+// isHopHeader reports whether name is one of hopHeaders, which both paths
+// remove in both directions.
+func isHopHeader(name []byte) bool {
+	for _, h := range hopHeaders {
+		if len(h) == len(name) && strings.EqualFold(h, view(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // fastRequest is a loop-parsed request as a requestView. Its strings
@@ -529,6 +551,9 @@ func (x *exchange) send(u *upConn) {
 	u.x, x.up = x, u
 	u.out, u.off = x.req, 0
 	u.r, u.w = 0, 0
+	if len(u.in) > maxIdleBuffer {
+		u.in = make([]byte, 4<<10)
+	}
 	u.gotBytes = false
 	x.armTimer()
 	if !u.connecting {
@@ -716,9 +741,8 @@ func appendResponseHead(b []byte, r *respHead, keepAlive bool) []byte {
 	b = append(b, crlf...)
 	for _, f := range r.fields {
 		n := f.name
-		if asciiEqualFold(n, "connection") || asciiEqualFold(n, "keep-alive") || asciiEqualFold(n, "proxy-connection") ||
-			asciiEqualFold(n, "proxy-authenticate") || asciiEqualFold(n, "proxy-authorization") || asciiEqualFold(n, "upgrade") ||
-			(!r.chunked && (asciiEqualFold(n, "transfer-encoding") || asciiEqualFold(n, "trailer"))) {
+		// A chunked body is relayed as it came, so its framing headers stay.
+		if isHopHeader(n) && !(r.chunked && (asciiEqualFold(n, "transfer-encoding") || asciiEqualFold(n, "trailer"))) {
 			continue
 		}
 		b = append(b, n...)

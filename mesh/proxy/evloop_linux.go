@@ -68,9 +68,9 @@ type evServer struct {
 	closing     atomic.Bool // no new connections; idle ones close
 	hard        atomic.Bool // every connection closes
 
-	mu      sync.Mutex
-	ln      net.Listener
-	loops   []*loop
+	mu    sync.Mutex
+	ln    net.Listener
+	loops []*loop
 	// lnfd is the loops' duplicate of the listener; accepts hold lnMu for
 	// reading, so closeListener never closes it under an accept.
 	lnMu    sync.RWMutex

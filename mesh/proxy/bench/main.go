@@ -85,7 +85,7 @@ type leg struct {
 func run() error {
 	duration := flag.Duration("duration", 10*time.Second, "wrk time per leg, split into -rounds runs")
 	rounds := flag.Int("rounds", 3, "wrk runs per leg, interleaved across legs; the median is reported (evens out noisy neighbours)")
-	fixedFor := flag.Duration("fixed-duration", 6*time.Second, "time of the 1,000 rps run per leg, split into -rounds interleaved runs (median shown)")
+	fixedFor := flag.Duration("fixed-duration", 15*time.Second, "time of the 1,000 rps run per leg, split into -rounds interleaved runs (median shown)")
 	conns := flag.Int("connections", 64, "wrk connections")
 	memLimit := flag.String("proxy-memory-limit", "", "weir-proxy's --memory-limit (bytes); empty keeps its default")
 	concurrency := flag.Int("proxy-concurrency", 0, "weir-proxy's --concurrency (event loops); 0 keeps its default")
@@ -263,12 +263,19 @@ func run() error {
 	}
 
 	fmt.Printf("\nweir-proxy bench: one Go backend on loopback; wrk -t2 -c%d, %d interleaved runs of %v per path (median shown); Host: podinfo (weighted route 90/10, retries and outlier detection in weir-proxy)\n\n", *conns, *rounds, per)
-	gomaxprocs := runtime.GOMAXPROCS(0) // the default weir-proxy gets on this machine too
-	if *procs > 0 {
-		gomaxprocs = *procs
+	loops := *concurrency
+	if loops == 0 {
+		loops = runtime.GOMAXPROCS(0) // weir-proxy's default on this machine too
+		if *procs > 0 {
+			loops = *procs
+		}
 	}
-	fmt.Printf("CPUs: %d (shared with wrk and the backend); weir-proxy GOMAXPROCS=%d; nginx worker_processes %s (%d workers running)\n\n",
-		runtime.NumCPU(), gomaxprocs, *nginxWorkers, len(children(nginx.Process.Pid)))
+	headers := "only what it is configured with"
+	if *sameHeaders {
+		headers = "X-Request-Id and X-Forwarded-Proto, as weir-proxy does, so the backend gets the same requests (-nginx-same-headers=false: without)"
+	}
+	fmt.Printf("CPUs: %d, shared with wrk and the backend; weir-proxy: %d event loops; nginx: worker_processes %s (%d workers running)\n", runtime.NumCPU(), loops, *nginxWorkers, len(children(nginx.Process.Pid)))
+	fmt.Printf("nginx adds %s\n\n", headers)
 	fmt.Printf("%-11s %12s %10s %10s %20s %12s %12s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "CPU/request", "r+w/request", "1,000 rps p50 / p99 (errors)")
 	for _, l := range legs {
 		rss, cpu, sys := "-", "-", "-"
