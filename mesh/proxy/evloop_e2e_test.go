@@ -3,18 +3,25 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	envoy_config_core_v3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
 	"github.com/weir-dev/weir/mesh/proxy"
+	"github.com/weir-dev/weir/mesh/proxy/xdsclient"
 )
 
 // These tests drive the HTTP/1.1 data path over raw connections: what the
@@ -288,4 +295,99 @@ func TestClientGoneCancelsUpstreamRequest(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("the upstream request went on after the client closed its connection")
 	}
+}
+
+// TestMixedTrafficLeavesNothingBehind sends every kind of request the data
+// path sees, and clients that give up at every point, from many connections
+// at once; every answered request must be right, and once the proxy is
+// closed no descriptor of its may be left open.
+func TestMixedTrafficLeavesNothingBehind(t *testing.T) {
+	be := echo(t)
+	port := freePort(t)
+	cp := startControlPlane(t, "")
+	cp.publish(t, newMesh(port, withTimeout(10*time.Second), withEndpoints(primaryName, be)))
+	before := openFDs(t)
+	p := proxy.New(proxy.Options{DisableEventLoop: os.Getenv("WEIR_PROXY_EVENT_LOOP") == "off"})
+	stop := runXDS(t, p, cp.addr)
+	waitReady(t, p)
+
+	kinds := []func(c *rawConn) string{
+		func(c *rawConn) string { c.send("GET /g HTTP/1.1\r\nHost: podinfo\r\n\r\n"); return "GET /g " },
+		func(c *rawConn) string {
+			c.send("POST /p HTTP/1.1\r\nHost: podinfo\r\nContent-Length: 4\r\n\r\nbody")
+			return "POST /p body"
+		},
+		func(c *rawConn) string {
+			c.send("POST /c HTTP/1.1\r\nHost: podinfo\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+			return "POST /c hi"
+		},
+		func(c *rawConn) string { c.send("GET /%41 HTTP/1.1\r\nHost: podinfo\r\n\r\n"); return "GET /%41 " },
+	}
+	var wg sync.WaitGroup
+	var answered, abandoned atomic.Int64
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 60 {
+				nc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				nc.SetDeadline(time.Now().Add(10 * time.Second))
+				c := &rawConn{t: t, nc: nc, br: bufio.NewReader(nc)}
+				switch (g + i) % 6 {
+				case 4: // gives up halfway through a head
+					io.WriteString(nc, "GET /half HTTP/1.1\r\nHo")
+					abandoned.Add(1)
+				case 5: // gives up after sending, before the answer
+					io.WriteString(nc, "GET /gone HTTP/1.1\r\nHost: podinfo\r\n\r\n")
+					abandoned.Add(1)
+				default: // a few requests on one connection, of every kind
+					for k := range 3 {
+						want := kinds[(g+i+k)%len(kinds)](c)
+						resp, err := http.ReadResponse(c.br, nil)
+						if err != nil {
+							t.Errorf("reading an answer: %v", err)
+							break
+						}
+						b, _ := io.ReadAll(resp.Body)
+						if resp.StatusCode != 200 || string(b) != want {
+							t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
+						}
+						answered.Add(1)
+					}
+				}
+				nc.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d requests answered, %d clients gave up", answered.Load(), abandoned.Load())
+	stop()
+	p.Close()
+	eventually(t, "the proxy's descriptors closed", func() bool { return openFDs(t) <= before })
+}
+
+// runXDS runs p's ADS client until the returned stop is called (or the
+// test ends).
+func runXDS(t *testing.T, p *proxy.Proxy, xdsAddr string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, Log: slog.New(slog.DiscardHandler), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("counting descriptors: %v", err)
+	}
+	return len(entries)
 }
