@@ -75,7 +75,6 @@ type leg struct {
 	// Summed over the wrk runs: the proxy's CPU time, read and write
 	// system calls, and the requests wrk completed.
 	cpu      time.Duration
-	syscalls int64
 	requests int64
 	// The same run's CPU time of the backend and of wrk, over all legs.
 	backendCPU, wrkCPU time.Duration
@@ -235,7 +234,6 @@ func run() error {
 			if proxied {
 				after := sampleTree(pid)
 				l.cpu += after.cpu - before.cpu
-				l.syscalls += after.syscalls - before.syscalls
 				l.requests += res.requests
 			}
 			samples[l.name] = append(samples[l.name], res)
@@ -276,20 +274,16 @@ func run() error {
 	}
 	fmt.Printf("CPUs: %d, shared with wrk and the backend; weir-proxy: %d event loops; nginx: worker_processes %s (%d workers running)\n", runtime.NumCPU(), loops, *nginxWorkers, len(children(nginx.Process.Pid)))
 	fmt.Printf("nginx adds %s\n\n", headers)
-	fmt.Printf("%-11s %12s %10s %10s %20s %12s %12s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "CPU/request", "r+w/request", "1,000 rps p50 / p99 (errors)")
+	fmt.Printf("%-11s %12s %10s %10s %20s   %s\n", "path", "requests/s", "p50", "p99", "RSS (anon)", "1,000 rps p50 / p99 (errors)")
 	for _, l := range legs {
-		rss, cpu, sys := "-", "-", "-"
+		rss := "-"
 		if l.rssKB > 0 {
 			rss = fmt.Sprintf("%.1f MB (%.1f MB)", float64(l.rssKB)/1024, float64(l.anonKB)/1024)
 		}
-		if l.requests > 0 {
-			cpu = (l.cpu / time.Duration(l.requests)).Round(10 * time.Nanosecond).String()
-			sys = fmt.Sprintf("%.2f", float64(l.syscalls)/float64(l.requests))
-		}
-		fmt.Printf("%-11s %12.0f %10v %10v %20s %12s %12s   %v / %v (%d)\n", l.name, l.rps, l.p50, l.p99, rss, cpu, sys, l.fixedP50, l.fixedP99, l.fixedErr)
+		fmt.Printf("%-11s %12.0f %10v %10v %20s   %v / %v (%d)\n", l.name, l.rps, l.p50, l.p99, rss, l.fixedP50, l.fixedP99, l.fixedErr)
 	}
-	fmt.Println("\nCPU/request: the proxy's user+system CPU time under wrk over the requests wrk completed; r+w/request: its read and write system calls (/proc/PID/io), epoll_wait not counted.")
-	fmt.Printf("\n%-11s %14s %14s %14s\n", "path", "proxy CPU/rq", "backend CPU/rq", "wrk CPU/rq")
+	fmt.Println("\nWhere the CPU went under wrk, per completed request (user+system; the three share the 2 CPUs, so a proxy that costs less leaves more to the others):")
+	fmt.Printf("%-11s %14s %14s %14s\n", "path", "proxy", "backend", "wrk")
 	for _, l := range legs {
 		if l.allRequests == 0 {
 			continue
@@ -541,10 +535,9 @@ func treeRSS(pid int, field string) int64 {
 	return total
 }
 
-// procSample is a process tree's CPU time and read/write system calls so far.
+// procSample is a process tree's CPU time so far.
 type procSample struct {
-	cpu      time.Duration
-	syscalls int64
+	cpu time.Duration
 }
 
 // selfCPU is this process's CPU time so far: the backend's, while wrk runs.
@@ -571,16 +564,6 @@ func sampleTree(pid int) procSample {
 					u, _ := strconv.ParseInt(f[11], 10, 64)
 					st, _ := strconv.ParseInt(f[12], 10, 64)
 					s.cpu += time.Duration(u+st) * clockTick
-				}
-			}
-		}
-		if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p)); err == nil {
-			for _, line := range strings.Split(string(io), "\n") {
-				for _, key := range []string{"syscr:", "syscw:"} {
-					if v, ok := strings.CutPrefix(line, key); ok {
-						n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-						s.syscalls += n
-					}
 				}
 			}
 		}
