@@ -17,15 +17,9 @@ import (
 
 // clientConn is a downstream connection served on a loop.
 type clientConn struct {
+	sock
 	lp       *loop
-	fd       int
 	peer     unix.Sockaddr
-	in       []byte // in[r:w] is read and not yet consumed
-	r, w     int
-	out      []byte // out[off:] waits to be written
-	off      int
-	readable bool
-	writable bool
 	eof      bool // the client closed its side
 	closing  bool // close once out is written
 	closed   bool
@@ -33,6 +27,86 @@ type clientConn struct {
 	starting bool // in start: an exchange that ends at once must not re-enter serve
 	x        exchange
 	head     reqHead
+}
+
+// sock is what both ends of an exchange keep of their socket: the read
+// buffer (in[r:w] is read and not yet consumed), what waits to be written
+// (out[off:]) and the edge-triggered readiness seen so far.
+type sock struct {
+	fd       int
+	in       []byte
+	r, w     int
+	out      []byte
+	off      int
+	readable bool
+	writable bool
+}
+
+// Results of readIn.
+const (
+	readGot  = iota // bytes were added to in
+	readNone        // nothing was ready, or the call was interrupted
+	readEOF         // the peer closed its side, or the socket failed (see the error)
+	readFull        // no room for more within the limit
+)
+
+// readIn reads once into in, first making room: compacting, then growing up
+// to limit bytes of unread data (0: no bound).
+func (s *sock) readIn(limit int) (int, error) {
+	if s.r == s.w {
+		s.r, s.w = 0, 0
+		if len(s.in) > maxIdleBuffer {
+			s.in = make([]byte, 4<<10)
+		}
+	}
+	if s.w == len(s.in) {
+		if s.r > 0 {
+			s.w = copy(s.in, s.in[s.r:s.w])
+			s.r = 0
+		} else {
+			size := 2 * len(s.in)
+			if limit > 0 {
+				if len(s.in) >= limit {
+					return readFull, nil
+				}
+				size = min(size, limit)
+			}
+			s.in = append(s.in, make([]byte, size-len(s.in))...)
+		}
+	}
+	n, err := rawRead(s.fd, s.in[s.w:])
+	switch {
+	case err == unix.EAGAIN:
+		s.readable = false
+		return readNone, nil
+	case err == unix.EINTR:
+		return readNone, nil
+	case err != nil || n == 0:
+		s.readable = false
+		return readEOF, err
+	}
+	if n < len(s.in)-s.w {
+		s.readable = false // drained: the next data brings a new edge
+	}
+	s.w += n
+	return readGot, nil
+}
+
+// writeOut writes out[off:] while the socket takes it.
+func (s *sock) writeOut() error {
+	for s.off < len(s.out) && s.writable {
+		n, err := rawWrite(s.fd, s.out[s.off:])
+		switch {
+		case err == unix.EAGAIN:
+			s.writable = false
+		case err == unix.EINTR:
+		case err != nil:
+			return err
+		default:
+			s.off += n
+		}
+	}
+	return nil
 }
 
 // maxIdleBuffer is the most buffer a connection keeps between requests.
@@ -149,39 +223,15 @@ func (c *clientConn) serve() {
 // fill reads once into the buffer, growing it up to limit bytes of unread
 // data; it returns false when the connection closed.
 func (c *clientConn) fill(limit int) bool {
-	if c.r == c.w {
-		c.r, c.w = 0, 0
-		if len(c.in) > maxIdleBuffer {
-			c.in = make([]byte, 4<<10)
-		}
-	}
-	if c.w == len(c.in) {
-		if c.r > 0 {
-			c.w = copy(c.in, c.in[c.r:c.w])
-			c.r = 0
-		} else {
-			if len(c.in) >= limit {
-				c.handOver()
-				return false
-			}
-			c.in = append(c.in, make([]byte, len(c.in))...)[:min(2*len(c.in), limit)]
-		}
-	}
-	n, err := rawRead(c.fd, c.in[c.w:])
-	switch {
-	case err == unix.EAGAIN:
-		c.readable = false
-	case err == unix.EINTR:
+	switch res, err := c.readIn(limit); {
+	case res == readFull:
+		c.handOver()
+		return false
 	case err != nil:
 		c.close()
 		return false
-	case n == 0:
-		c.eof, c.readable = true, false
-	default:
-		if n < len(c.in)-c.w {
-			c.readable = false // drained: the next data brings a new edge
-		}
-		c.w += n
+	case res == readEOF:
+		c.eof = true
 	}
 	return true
 }
@@ -218,18 +268,9 @@ func (c *clientConn) abort() {
 }
 
 func (c *clientConn) flush() {
-	for c.off < len(c.out) && c.writable {
-		n, err := rawWrite(c.fd, c.out[c.off:])
-		switch {
-		case err == unix.EAGAIN:
-			c.writable = false
-		case err == unix.EINTR:
-		case err != nil:
-			c.abort()
-			return
-		default:
-			c.off += n
-		}
+	if err := c.writeOut(); err != nil {
+		c.abort()
+		return
 	}
 	if c.off == len(c.out) {
 		c.out, c.off = c.out[:0], 0
@@ -551,9 +592,6 @@ func (x *exchange) send(u *upConn) {
 	u.x, x.up = x, u
 	u.out, u.off = x.req, 0
 	u.r, u.w = 0, 0
-	if len(u.in) > maxIdleBuffer {
-		u.in = make([]byte, 4<<10)
-	}
 	u.gotBytes = false
 	x.armTimer()
 	if !u.connecting {
@@ -784,16 +822,10 @@ func (x *exchange) finish(reusable bool) {
 
 // upConn is an upstream connection owned by a loop.
 type upConn struct {
+	sock
 	lp         *loop
-	fd         int
 	h          *host
 	x          *exchange // nil while pooled
-	in         []byte
-	r, w       int
-	out        []byte
-	off        int
-	readable   bool
-	writable   bool
 	connecting bool
 	gotBytes   bool // any response byte arrived in this exchange
 	idleSince  time.Time
@@ -814,7 +846,7 @@ func (lp *loop) dial(h *host) (*upConn, error) {
 		return nil, err
 	}
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	u := &upConn{lp: lp, fd: fd, h: h, in: make([]byte, 4<<10)}
+	u := &upConn{lp: lp, h: h, sock: sock{fd: fd, in: make([]byte, 4<<10)}}
 	switch err := unix.Connect(fd, sa); err {
 	case nil:
 		u.writable = true
@@ -882,18 +914,8 @@ func (u *upConn) onEvent(ev uint32) {
 
 // flush writes what is left of the request.
 func (u *upConn) flush() {
-	for u.off < len(u.out) && u.writable {
-		n, err := rawWrite(u.fd, u.out[u.off:])
-		switch {
-		case err == unix.EAGAIN:
-			u.writable = false
-		case err == unix.EINTR:
-		case err != nil:
-			u.failed()
-			return
-		default:
-			u.off += n
-		}
+	if err := u.writeOut(); err != nil {
+		u.failed()
 	}
 }
 
@@ -966,25 +988,11 @@ func (u *upConn) relay() {
 
 // read reads once; it returns false when there is nothing more to do now.
 func (u *upConn) read(x *exchange) bool {
-	if u.r == u.w {
-		u.r, u.w = 0, 0
-	} else if u.w == len(u.in) {
-		if u.r > 0 {
-			u.w = copy(u.in, u.in[u.r:u.w])
-			u.r = 0
-		} else {
-			u.in = append(u.in, make([]byte, len(u.in))...)
-		}
-	}
-	n, err := rawRead(u.fd, u.in[u.w:])
-	switch {
-	case err == unix.EAGAIN:
-		u.readable = false
-		return u.r < u.w
-	case err == unix.EINTR:
-		return true
-	case err != nil || n == 0:
-		u.readable = false
+	res, err := u.readIn(0)
+	switch res {
+	case readNone:
+		return u.r < u.w || u.readable
+	case readEOF:
 		if x.headSent {
 			if x.mode == bodyEOF && err == nil {
 				x.finish(false)
@@ -996,10 +1004,6 @@ func (u *upConn) read(x *exchange) bool {
 		}
 		return false
 	}
-	if n < len(u.in)-u.w {
-		u.readable = false
-	}
-	u.w += n
 	u.gotBytes = true
 	return true
 }

@@ -3,11 +3,9 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,10 +16,7 @@ import (
 	"testing"
 	"time"
 
-	envoy_config_core_v3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/weir-dev/weir/mesh/proxy"
-	"github.com/weir-dev/weir/mesh/proxy/xdsclient"
 )
 
 // These tests drive the HTTP/1.1 data path over raw connections: what the
@@ -368,19 +363,6 @@ func TestMixedTrafficLeavesNothingBehind(t *testing.T) {
 	stop()
 	p.Close()
 	eventually(t, "the proxy's descriptors closed", func() bool { return openFDs(t) <= before })
-}
-
-// runXDS runs p's ADS client until the returned stop is called (or the
-// test ends).
-func runXDS(t *testing.T, p *proxy.Proxy, xdsAddr string) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, Log: slog.New(slog.DiscardHandler), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
-	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx) }()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return stop
 }
 
 // openFDs counts this process's open descriptors.

@@ -436,7 +436,7 @@ func (a acceptHandler) onEvent(uint32) {
 			return
 		}
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := &clientConn{lp: lp, fd: fd, peer: sa, in: make([]byte, 4<<10)}
+		c := &clientConn{lp: lp, peer: sa, sock: sock{fd: fd, in: make([]byte, 4<<10)}}
 		c.x.cc = c
 		c.x.timer = timer{idx: -1, fire: c.x.onTimer}
 		if err := lp.add(fd, c, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {

@@ -279,15 +279,24 @@ func startProxy(t *testing.T, xdsAddr string) *proxy.Proxy {
 
 func startProxyWith(t *testing.T, xdsAddr string, opts proxy.Options) *proxy.Proxy {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	opts.Log = log
+	opts.Log = slog.New(slog.DiscardHandler)
 	p := proxy.New(opts)
+	stop := runXDS(t, p, xdsAddr)
+	t.Cleanup(func() { stop(); p.Close() })
+	return p
+}
+
+// runXDS runs p's ADS client until the returned stop is called (or the
+// test ends).
+func runXDS(t *testing.T, p *proxy.Proxy, xdsAddr string) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, Log: log, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	c := &xdsclient.Client{Address: xdsAddr, Node: &envoy_config_core_v3.Node{Id: nodeID}, Handler: p, Log: slog.New(slog.DiscardHandler), MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; p.Close() })
-	return p
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // eventually polls cond every 10ms for up to 10s.
