@@ -20,8 +20,9 @@ type clientConn struct {
 	sock
 	lp       *loop
 	peer     unix.Sockaddr
-	eof      bool // the client closed its side
-	closing  bool // close once out is written
+	eof      bool      // the client closed its side
+	active   time.Time // last read, or end of an exchange (idle_timeout)
+	closing  bool      // close once out is written
 	closed   bool
 	busy     bool // x is in flight
 	starting bool // in start: an exchange that ends at once must not re-enter serve
@@ -232,6 +233,8 @@ func (c *clientConn) fill(limit int) bool {
 		return false
 	case res == readEOF:
 		c.eof = true
+	case res == readGot:
+		c.active = c.lp.now
 	}
 	return true
 }
@@ -300,7 +303,7 @@ func (c *clientConn) start() bool {
 	lp := c.lp
 	h := lp.s.h
 	lc := h.l.cfg.Load()
-	if !lc.http1 || hd.contentLength > maxFastBody {
+	if !lc.http1 || hd.contentLength > maxFastBody || hd.size > lc.maxHeadBytes {
 		c.handOver()
 		return false
 	}
@@ -709,6 +712,7 @@ func (x *exchange) reply(code int, msg string) {
 
 // end releases what the exchange holds; the client may start another.
 func (x *exchange) end() {
+	x.cc.active = x.cc.lp.now
 	x.cc.lp.disarm(&x.timer)
 	x.c.active.Add(-1)
 	x.c.retries.Add(int64(-x.retriesHeld))

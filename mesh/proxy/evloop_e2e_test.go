@@ -16,6 +16,11 @@ import (
 	"testing"
 	"time"
 
+	envoy_config_core_v3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	envoy_extensions_filters_network_http_connection_manager_v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
 	"github.com/weir-dev/weir/mesh/proxy"
 )
 
@@ -372,4 +377,40 @@ func openFDs(t *testing.T) int {
 		t.Fatalf("counting descriptors: %v", err)
 	}
 	return len(entries)
+}
+
+func TestIdleTimeoutAndHeaderLimit(t *testing.T) {
+	port := freePort(t)
+	cp := startControlPlane(t, "")
+	cp.publish(t, newMesh(port, withEndpoints(primaryName, echo(t)), withHCM(func(h *envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager) {
+		h.CommonHttpProtocolOptions = &envoy_config_core_v3.HttpProtocolOptions{IdleTimeout: durationpb.New(300 * time.Millisecond)}
+		h.MaxRequestHeadersKb = wrapperspb.UInt32(8)
+	})))
+	waitReady(t, startProxy(t, cp.addr))
+
+	// A connection in use outlives the idle timeout; heads are bounded.
+	c := dialProxy(t, port)
+	for i := range 12 {
+		c.send("GET /" + fmt.Sprint(i) + " HTTP/1.1\r\nHost: podinfo\r\nX-Big: " + strings.Repeat("a", 6<<10) + "\r\n\r\n")
+		if resp, body := c.response(http.MethodGet); resp.StatusCode != 200 || body != fmt.Sprintf("GET /%d ", i) {
+			t.Fatalf("request %d with a 6 KiB head: %d %q", i, resp.StatusCode, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.send("GET / HTTP/1.1\r\nHost: podinfo\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n")
+	if resp, _ := c.response(http.MethodGet); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a 20 KiB head with max_request_headers_kb 8: %d, want 431", resp.StatusCode)
+	}
+
+	// A connection that sends nothing is closed once idle_timeout passed
+	// (checked every second on the event loop).
+	idle := dialProxy(t, port)
+	start := time.Now()
+	idle.nc.SetReadDeadline(start.Add(5 * time.Second))
+	if _, err := idle.br.ReadByte(); err != io.EOF {
+		t.Fatalf("an idle connection: %v, want it closed by the proxy", err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("closed after %v, before idle_timeout (300ms)", d)
+	}
 }

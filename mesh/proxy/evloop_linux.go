@@ -387,9 +387,17 @@ func (lp *loop) shutdown() {
 	lp.closeFDs()
 }
 
-// maintain closes upstream connections idle for longer than h1IdleTimeout
-// or whose endpoint left its cluster.
+// maintain closes downstream connections idle for longer than the
+// listener's idle_timeout, and upstream ones idle for longer than
+// h1IdleTimeout or whose endpoint left its cluster.
 func (lp *loop) maintain() {
+	if idle := lp.s.h.l.cfg.Load().idleTimeout; idle > 0 {
+		for c := range lp.clients {
+			if !c.busy && c.off == len(c.out) && lp.now.Sub(c.active) > idle {
+				c.close()
+			}
+		}
+	}
 	for h, ups := range lp.idle {
 		keep := ups[:0]
 		for _, u := range ups {
@@ -436,7 +444,7 @@ func (a acceptHandler) onEvent(uint32) {
 			return
 		}
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := &clientConn{lp: lp, peer: sa, sock: sock{fd: fd, in: make([]byte, 4<<10)}}
+		c := &clientConn{lp: lp, peer: sa, active: lp.now, sock: sock{fd: fd, in: make([]byte, 4<<10)}}
 		c.x.cc = c
 		c.x.timer = timer{idx: -1, fire: c.x.onTimer}
 		if err := lp.add(fd, c, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {

@@ -26,6 +26,7 @@ import (
 // request; the route timeout still bounds it.
 type h1Server struct {
 	handler http.Handler
+	cfg     func() *listenerConfig // idle timeout and head limit
 	h2      *http.Server
 	h2ln    *connListener
 
@@ -43,11 +44,12 @@ type serverConn struct {
 	idle atomic.Bool
 }
 
-func newH1Server(h http.Handler) *h1Server {
+func newH1Server(h *handler) *h1Server {
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	s := &h1Server{
 		handler: h,
+		cfg:     h.l.cfg.Load,
 		h2ln:    newConnListener(),
 		conns:   map[*serverConn]struct{}{},
 	}
@@ -95,6 +97,31 @@ func (s *h1Server) adopt(nc net.Conn, buffered []byte) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go s.serveConn(c)
+}
+
+// headLimiter bounds a request head as max_request_headers_kb: while remain
+// ≥ 0 (reading a head), a read asked for once remain bytes are in fails.
+// Reads are never cut short, so bytes read ahead past a head that fits do
+// not trip it; the bound is exact to within one buffer (4 KiB).
+type headLimiter struct {
+	r       io.Reader
+	remain  int64
+	tripped bool
+}
+
+var errHeadTooLarge = errors.New("request headers too large")
+
+func (l *headLimiter) Read(p []byte) (int, error) {
+	if l.remain < 0 {
+		return l.r.Read(p)
+	}
+	if l.remain == 0 {
+		l.tripped = true
+		return 0, errHeadTooLarge
+	}
+	n, err := l.r.Read(p)
+	l.remain = max(0, l.remain-int64(n))
+	return n, err
 }
 
 // prefixConn reads pre before the connection.
@@ -188,8 +215,9 @@ func (s *h1Server) serveConn(c *serverConn) {
 			c.nc.Close()
 		}
 	}()
+	limit := &headLimiter{r: c.nc, remain: -1}
 	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(c.nc)
+	br.Reset(limit)
 	bw := writerPool.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
 	defer func() {
@@ -201,7 +229,12 @@ func (s *h1Server) serveConn(c *serverConn) {
 		writerPool.Put(bw)
 	}()
 	c.idle.Store(true)
-	if isH2Preface(br) {
+	if idle := s.cfg().idleTimeout; idle > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(idle)) // a connection that never says anything
+	}
+	h2 := isH2Preface(br)
+	c.nc.SetReadDeadline(time.Time{})
+	if h2 {
 		handedOver = true
 		s.h2ln.push(&bufferedConn{Conn: c.nc, r: br})
 		return
@@ -212,10 +245,25 @@ func (s *h1Server) serveConn(c *serverConn) {
 		if s.closing.Load() {
 			return
 		}
+		lc := s.cfg()
+		limit.remain, limit.tripped = int64(lc.maxHeadBytes), false
+		if lc.idleTimeout > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(lc.idleTimeout))
+		}
 		req, err := http.ReadRequest(br)
+		limit.remain = -1
+		if lc.idleTimeout > 0 {
+			c.nc.SetReadDeadline(time.Time{})
+		}
 		c.idle.Store(false)
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			var ne net.Error
+			switch {
+			case limit.tripped:
+				io.WriteString(c.nc, "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.As(err, &ne) && ne.Timeout():
+				// the client left, or stayed idle past idle_timeout
+			default:
 				io.WriteString(c.nc, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 			}
 			return

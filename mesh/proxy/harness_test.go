@@ -110,6 +110,7 @@ type mesh struct {
 	lb       envoy_config_cluster_v3.Cluster_LbPolicy
 	h2       map[string]bool
 	extra    func(*envoy_config_cluster_v3.Cluster)
+	hcm      func(*envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager)
 }
 
 type meshOption func(*mesh)
@@ -133,7 +134,10 @@ func withEndpoints(cluster string, addrs ...string) meshOption {
 func withOutlier(od *envoy_config_cluster_v3.OutlierDetection) meshOption {
 	return func(m *mesh) { m.outlier = od }
 }
-func withVersion(v string) meshOption     { return func(m *mesh) { m.version = v } }
+func withVersion(v string) meshOption { return func(m *mesh) { m.version = v } }
+func withHCM(f func(*envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager)) meshOption {
+	return func(m *mesh) { m.hcm = f }
+}
 func withTotalWeight(n uint32) meshOption { return func(m *mesh) { m.total = n } }
 
 func newMesh(port int, opts ...meshOption) *mesh {
@@ -157,7 +161,7 @@ func (m *mesh) listener(t testing.TB) *envoy_config_listener_v3.Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hcm, err := anypb.New(&envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager{
+	cm := &envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager{
 		StatPrefix: "outbound",
 		RouteSpecifier: &envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager_Rds{Rds: &envoy_extensions_filters_network_http_connection_manager_v3.Rds{
 			RouteConfigName: routeName,
@@ -165,7 +169,11 @@ func (m *mesh) listener(t testing.TB) *envoy_config_listener_v3.Listener {
 		}},
 		HttpFilters:      []*envoy_extensions_filters_network_http_connection_manager_v3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &envoy_extensions_filters_network_http_connection_manager_v3.HttpFilter_TypedConfig{TypedConfig: router}}},
 		UseRemoteAddress: wrapperspb.Bool(true),
-	})
+	}
+	if m.hcm != nil {
+		m.hcm(cm)
+	}
+	hcm, err := anypb.New(cm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,15 +59,19 @@ func u32(v *wrapperspb.UInt32Value, def uint32) uint32 {
 
 // listenerConfig is what one LDS listener asks for.
 type listenerConfig struct {
-	name            string
-	address         string
-	port            int
-	rdsName         string
-	inline          *routeTable
-	useRemoteAddr   bool
-	genRequestID    bool
-	stripAnyPort    bool
-	stripMatchPort  bool
+	name           string
+	address        string
+	port           int
+	rdsName        string
+	inline         *routeTable
+	useRemoteAddr  bool
+	genRequestID   bool
+	stripAnyPort   bool
+	stripMatchPort bool
+	// idleTimeout closes a downstream connection with no request in flight
+	// for that long (0: never); maxHeadBytes bounds a request head (431).
+	idleTimeout     time.Duration
+	maxHeadBytes    int
 	http1, http2    bool
 	version         string
 	resourceVersion string
@@ -106,8 +110,28 @@ func buildListener(l *envoy_config_listener_v3.Listener, bindIP string) (*listen
 	if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
 		return nil, fmt.Errorf("failed to decode http_connection_manager: %w", err)
 	}
-	if err := onlyFields(hcm, "stat_prefix", "codec_type", "rds", "route_config", "http_filters", "use_remote_address", "generate_request_id", "strip_any_host_port", "strip_matching_host_port"); err != nil {
+	if err := onlyFields(hcm, "stat_prefix", "codec_type", "rds", "route_config", "http_filters", "use_remote_address", "generate_request_id", "strip_any_host_port", "strip_matching_host_port",
+		"common_http_protocol_options", "max_request_headers_kb"); err != nil {
 		return nil, err
+	}
+	// Envoy's defaults: an hour of idleness, 60 KiB of request headers.
+	lc.idleTimeout, lc.maxHeadBytes = time.Hour, 60<<10
+	if o := hcm.GetCommonHttpProtocolOptions(); o != nil {
+		if err := onlyFields(o, "idle_timeout"); err != nil {
+			return nil, err
+		}
+		if d := o.GetIdleTimeout(); d != nil {
+			if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+				return nil, fmt.Errorf("common_http_protocol_options.idle_timeout %v is not a valid duration", d)
+			}
+			lc.idleTimeout = d.AsDuration()
+		}
+	}
+	if kb := hcm.GetMaxRequestHeadersKb(); kb != nil {
+		if kb.GetValue() == 0 || kb.GetValue() > 8192 {
+			return nil, fmt.Errorf("max_request_headers_kb must be between 1 and 8192, got %d", kb.GetValue())
+		}
+		lc.maxHeadBytes = int(kb.GetValue()) << 10
 	}
 	switch hcm.GetCodecType() {
 	case envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager_AUTO:

@@ -106,6 +106,27 @@ func TestApplyRejects(t *testing.T) {
 				h.Tracing = &envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager_Tracing{}
 			})
 		}, "unsupported field(s) tracing"},
+		{"idle timeout and header limit", resource.ListenerType, func(t *testing.T) proto.Message {
+			return testListener(t, func(h *envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager) {
+				h.CommonHttpProtocolOptions = &envoy_config_core_v3.HttpProtocolOptions{IdleTimeout: durationpb.New(0)}
+				h.MaxRequestHeadersKb = wrapperspb.UInt32(96)
+			})
+		}, ""},
+		{"negative idle timeout", resource.ListenerType, func(t *testing.T) proto.Message {
+			return testListener(t, func(h *envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager) {
+				h.CommonHttpProtocolOptions = &envoy_config_core_v3.HttpProtocolOptions{IdleTimeout: durationpb.New(-time.Second)}
+			})
+		}, "idle_timeout"},
+		{"other protocol options", resource.ListenerType, func(t *testing.T) proto.Message {
+			return testListener(t, func(h *envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager) {
+				h.CommonHttpProtocolOptions = &envoy_config_core_v3.HttpProtocolOptions{MaxConnectionDuration: durationpb.New(time.Minute)}
+			})
+		}, "unsupported field(s) max_connection_duration"},
+		{"header limit out of range", resource.ListenerType, func(t *testing.T) proto.Message {
+			return testListener(t, func(h *envoy_extensions_filters_network_http_connection_manager_v3.HttpConnectionManager) {
+				h.MaxRequestHeadersKb = wrapperspb.UInt32(8193)
+			})
+		}, "max_request_headers_kb must be between 1 and 8192, got 8193"},
 		{"valid weighted route", resource.RouteType, func(*testing.T) proto.Message { return testRoute(nil) }, ""},
 		{"total_weight mismatch", resource.RouteType, func(*testing.T) proto.Message {
 			return testRoute(func(a *envoy_config_route_v3.RouteAction) {
