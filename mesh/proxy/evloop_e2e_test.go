@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weir-dev/weir/internal/testenv"
 	"github.com/weir-dev/weir/mesh/proxy"
 )
 
@@ -413,4 +416,116 @@ func TestIdleTimeoutAndHeaderLimit(t *testing.T) {
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("closed after %v, before idle_timeout (300ms)", d)
 	}
+}
+
+// TestOutOfDescriptorsPausesAccepting runs weir-proxy with 64 descriptors
+// and opens 100 connections to it: the loop must stop accepting rather than
+// spin on the listener, keep serving the connections it has, and take the
+// waiting ones once descriptors are free again.
+func TestOutOfDescriptorsPausesAccepting(t *testing.T) {
+	bin := testenv.Bin(t, "weir-proxy")
+	t.Run("event loop", func(t *testing.T) { outOfDescriptors(t, bin) })
+	t.Run("goroutines", func(t *testing.T) { outOfDescriptors(t, bin, "--event-loop=false") })
+}
+
+func outOfDescriptors(t *testing.T, bin string, extra ...string) {
+	port := freePort(t)
+	cp := startControlPlane(t, "")
+	cp.publish(t, newMesh(port, withEndpoints(primaryName, echo(t))))
+	admin := freePort(t)
+	var logs syncBuffer
+	args := append([]string{"--nofile=64", bin, "--xds-address", cp.addr, "--node-id", nodeID,
+		"--admin-address", fmt.Sprintf("127.0.0.1:%d", admin)}, extra...)
+	cmd := exec.Command("prlimit", args...)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting weir-proxy under prlimit: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("weir-proxy's log:\n%s", logs.String())
+		}
+	})
+	eventually(t, "weir-proxy ready", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", admin))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	get := func(c *rawConn) int {
+		c.send("GET / HTTP/1.1\r\nHost: podinfo\r\n\r\n")
+		resp, _ := c.response(http.MethodGet)
+		return resp.StatusCode
+	}
+	first := dialProxy(t, port)
+	if code := get(first); code != 200 {
+		t.Fatalf("before: %d", code)
+	}
+
+	var held []net.Conn
+	for range 100 {
+		nc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err != nil {
+			t.Fatalf("dial: %v", err) // the kernel's backlog takes them even when the proxy cannot
+		}
+		held = append(held, nc)
+	}
+	// Give it the time to take what it can.
+	time.Sleep(300 * time.Millisecond)
+	cpu := func() time.Duration {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		var u, s int64
+		fmt.Sscan(f[11], &u)
+		fmt.Sscan(f[12], &s)
+		return time.Duration(u+s) * 10 * time.Millisecond // USER_HZ is 100
+	}
+	before := cpu()
+	time.Sleep(time.Second)
+	if used := cpu() - before; used > 300*time.Millisecond {
+		t.Errorf("weir-proxy used %v of CPU in 1s while out of descriptors: it spins on the listener", used)
+	}
+	if code := get(first); code != 200 {
+		t.Errorf("an established connection while out of descriptors: %d", code)
+	}
+	for _, nc := range held {
+		nc.Close()
+	}
+	eventually(t, "new connections served again", func() bool {
+		nc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(nc, "GET / HTTP/1.1\r\nHost: podinfo\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		return err == nil && resp.StatusCode == 200
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and a test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -259,6 +259,9 @@ type loop struct {
 	idle    map[*host][]*upConn
 	addrs   map[*host]unix.Sockaddr
 	maint   timer
+
+	resume     timer     // re-arms accepting after a pause
+	loggedFull time.Time // last "out of descriptors" log
 }
 
 func newLoop(s *evServer, lnfd int) (*loop, error) {
@@ -275,6 +278,7 @@ func newLoop(s *evServer, lnfd int) (*loop, error) {
 		clients: map[*clientConn]struct{}{}, idle: map[*host][]*upConn{}, addrs: map[*host]unix.Sockaddr{}}
 	lp.maint.idx = -1
 	lp.maint.fire = lp.maintain
+	lp.resume = timer{idx: -1, fire: lp.resumeAccept}
 	if err := lp.add(wakefd, wakeHandler{lp}, unix.EPOLLIN|unix.EPOLLET); err != nil {
 		lp.closeFDs()
 		return nil, err
@@ -438,8 +442,9 @@ func (a acceptHandler) onEvent(uint32) {
 	for range 4 {
 		fd, sa, err := unix.Accept4(s.lnfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
-			if err == unix.EMFILE || err == unix.ENFILE {
-				lp.s.h.p.log.Error("accept failed", "error", err)
+			switch err {
+			case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+				lp.pauseAccept(err)
 			}
 			return
 		}
@@ -452,6 +457,35 @@ func (a acceptHandler) onEvent(uint32) {
 			return
 		}
 		lp.clients[c] = struct{}{}
+	}
+}
+
+// acceptPause is how long a loop stops accepting when the process is out of
+// descriptors or memory. The listener is level-triggered, so without a pause
+// the loop would spin on a connection it cannot take; meanwhile new
+// connections wait in the kernel's backlog, and descriptors freed by
+// finished requests let them in.
+const acceptPause = 100 * time.Millisecond
+
+// pauseAccept stops accepting for acceptPause; s.lnMu is held for reading.
+func (lp *loop) pauseAccept(err error) {
+	unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lp.s.lnfd, nil)
+	if lp.now.Sub(lp.loggedFull) > 10*time.Second {
+		lp.loggedFull = lp.now
+		lp.s.h.p.log.Warn("accept failed; pausing new connections", "listener", lp.s.h.l.cfg.Load().name, "error", err, "pause", acceptPause)
+	}
+	lp.arm(&lp.resume, lp.now.Add(acceptPause))
+}
+
+func (lp *loop) resumeAccept() {
+	s := lp.s
+	s.lnMu.RLock()
+	defer s.lnMu.RUnlock()
+	if s.lnfd < 0 || s.closing.Load() {
+		return
+	}
+	if err := lp.add(s.lnfd, acceptHandler{lp}, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+		lp.arm(&lp.resume, lp.now.Add(acceptPause))
 	}
 }
 

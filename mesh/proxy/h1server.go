@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -74,10 +75,20 @@ func (s *h1Server) Serve(ln net.Listener) error {
 				time.Sleep(5 * time.Millisecond)
 				continue
 			}
+			if outOfResources(err) {
+				// Out of descriptors or memory: the connection waits in the
+				// backlog until finished requests free some.
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
 			return err
 		}
 		s.adopt(nc, nil)
 	}
+}
+
+func outOfResources(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // adopt serves a connection accepted elsewhere (an event loop hands over
