@@ -783,8 +783,10 @@ func appendResponseHead(b []byte, r *respHead, keepAlive bool) []byte {
 	b = append(b, crlf...)
 	for _, f := range r.fields {
 		n := f.name
-		// A chunked body is relayed as it came, so its framing headers stay.
-		if isHopHeader(n) && !(r.chunked && (asciiEqualFold(n, "transfer-encoding") || asciiEqualFold(n, "trailer"))) {
+		// A chunked body is relayed as it came, so its framing headers stay;
+		// a Content-Length beside them is void (RFC 9112 §6.3) and goes.
+		if isHopHeader(n) && !(r.chunked && (asciiEqualFold(n, "transfer-encoding") || asciiEqualFold(n, "trailer"))) ||
+			r.chunked && asciiEqualFold(n, "content-length") {
 			continue
 		}
 		b = append(b, n...)

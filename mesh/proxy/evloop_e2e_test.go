@@ -198,7 +198,12 @@ func TestResponseFraming(t *testing.T) {
 			}
 			go func() {
 				defer nc.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(nc)); err == nil {
+				req, err := http.ReadRequest(bufio.NewReader(nc))
+				switch {
+				case err != nil:
+				case req.URL.Path == "/both":
+					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n")
+				default:
 					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
 				}
 			}()
@@ -241,6 +246,22 @@ func TestResponseFraming(t *testing.T) {
 		resp, body := c.response(http.MethodGet)
 		return resp.StatusCode == 200 && body == "until close"
 	})
+	// Content-Length beside chunked framing is void: it must not reach the client.
+	c = dialProxy(t, port)
+	c.send("GET /both HTTP/1.1\r\nHost: podinfo\r\n\r\n")
+	var head strings.Builder
+	for {
+		line, err := c.br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the head: %v", err)
+		}
+		if head.WriteString(line); line == "\r\n" {
+			break
+		}
+	}
+	if h := strings.ToLower(head.String()); strings.Contains(h, "content-length") || !strings.Contains(h, "transfer-encoding: chunked") {
+		t.Errorf("chunked response with a Content-Length forwarded as:\n%s", head.String())
+	}
 }
 
 func TestUpstreamConnectionsAreReused(t *testing.T) {
