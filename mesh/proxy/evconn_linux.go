@@ -878,8 +878,6 @@ func (u *upConn) close() {
 	u.in, u.out = nil, nil
 }
 
-func (u *upConn) closeIdle() { u.close() }
-
 func (u *upConn) onEvent(ev uint32) {
 	if u.closed {
 		return

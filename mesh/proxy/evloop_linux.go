@@ -406,7 +406,7 @@ func (lp *loop) maintain() {
 		keep := ups[:0]
 		for _, u := range ups {
 			if h.pool.closed.Load() || lp.now.Sub(u.idleSince) > h1IdleTimeout {
-				u.closeIdle()
+				u.close()
 				continue
 			}
 			keep = append(keep, u)
