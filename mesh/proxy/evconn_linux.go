@@ -8,11 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/weir-dev/weir/mesh/proxy/outlier"
 )
 
 // clientConn is a downstream connection served on a loop.
@@ -317,52 +314,27 @@ func (c *clientConn) start() bool {
 		if !c.readable {
 			return false
 		}
-		if len(c.in)-c.r < total {
-			c.w = copy(c.in, c.in[c.r:c.w])
-			c.r = 0
-			if len(c.in) < total {
-				c.in = append(c.in, make([]byte, total-len(c.in))...)
-			}
-		}
-		return c.fill(total) && !c.closed
+		return c.fill(total) && !c.closed // fill makes room for total bytes
 	}
 	c.r += total // consumed; the bytes stay put until the next fill
 	body := c.in[c.r-total+hd.size : c.r]
 	keepAlive := !hd.connClose && !lp.s.noKeepAlive.Load()
-	table := lc.inline
-	if table == nil {
-		table = (*h.p.routes.Load())[lc.rdsName]
-	}
-	if table == nil {
-		return c.localReply(http.StatusNotFound, "", nil, keepAlive)
-	}
-	vh := table.match(lc.hostForMatch(view(hd.host)))
-	if vh == nil {
-		return c.localReply(http.StatusNotFound, "", nil, keepAlive)
-	}
-	rt := vh.match(fastRequest{hd: hd})
+	rt, cl := h.resolve(lc, view(hd.host), fastRequest{hd: hd})
 	if rt == nil {
 		return c.localReply(http.StatusNotFound, "", nil, keepAlive)
-	}
-	a := rt.action
-	var cl *cluster
-	if a != nil {
-		cl = (*h.p.clusters.Load())[a.pick()]
 	}
 	if rt.direct != nil || (cl != nil && cl.cfg.Load().upstreamH2) {
 		c.r -= total
 		c.handOver()
 		return false
 	}
+	a := rt.action
 	if cl == nil {
 		return c.localReply(a.notFoundCode, "", nil, keepAlive)
 	}
 	cc := cl.cfg.Load()
-	if n := cl.active.Add(1); n > cc.maxRequests || n > cc.maxConnections+cc.maxPending {
-		cl.active.Add(-1)
-		cl.stats.Overflow.Inc()
-		cl.stats.Response(http.StatusServiceUnavailable, -1)
-		return c.localReply(http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow", overloaded, keepAlive)
+	if !cl.admit(cc) {
+		return c.localReply(http.StatusServiceUnavailable, overflowReply, overloaded, keepAlive)
 	}
 	x := &c.x
 	req := x.req[:0]
@@ -498,50 +470,6 @@ func isHopHeader(name []byte) bool {
 	return false
 }
 
-// fastRequest is a loop-parsed request as a requestView. Its strings
-// alias the read buffer (view): route matching reads them and keeps none,
-// and the buffer does not change while it runs.
-type fastRequest struct{ hd *reqHead }
-
-func (r fastRequest) escapedPath() string { return view(r.hd.target[:r.hd.pathEnd]) }
-func (r fastRequest) requestURI() string  { return view(r.hd.target) }
-func (r fastRequest) method() string      { return view(r.hd.method) }
-func (r fastRequest) authority() string   { return view(r.hd.host) }
-
-func (r fastRequest) header(name string) (string, bool) {
-	var joined []byte
-	found := 0
-	var first []byte
-	for _, f := range r.hd.fields {
-		if len(f.name) == len(name) && strings.EqualFold(view(f.name), name) {
-			switch found++; found {
-			case 1:
-				first = f.value
-			case 2:
-				joined = append(append(append(joined, first...), ','), f.value...)
-			default:
-				joined = append(append(joined, ','), f.value...)
-			}
-		}
-	}
-	switch found {
-	case 0:
-		return "", false
-	case 1:
-		return view(first), true
-	}
-	return string(joined), true
-}
-
-// view returns b's bytes as a string without copying; b must not change
-// while the string is in use.
-func view(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
-}
-
 // startAttempt picks a host and sends the request to it.
 func (x *exchange) startAttempt() {
 	lp := x.cc.lp
@@ -649,28 +577,12 @@ func (x *exchange) onTimer() {
 
 // fail handles an attempt that got no response, as forward does.
 func (x *exchange) fail(f failure) {
-	h, st := x.h, x.c.stats
 	if u := x.up; u != nil {
 		x.up = nil
 		u.x = nil
 		u.close()
 	}
-	h.active.Add(-1)
-	h.rqErrors.Add(1)
-	code, msg := http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-	switch f {
-	case failConnect:
-		st.ConnectFail.Inc()
-		x.c.detector.PutLocal(&h.od, outlier.LocalConnectFailed)
-		msg = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-	case failReset:
-		x.c.detector.PutLocal(&h.od, outlier.LocalReset)
-	case failPerTryTimeout, failGlobalTimeout:
-		st.Timeout.Inc()
-		x.c.detector.PutLocal(&h.od, outlier.LocalTimeout)
-		code, msg = http.StatusGatewayTimeout, "upstream request timeout"
-	}
-	st.Response(code, x.cc.lp.now.Sub(x.t0))
+	code, msg := x.c.failed(x.h, f, x.cc.lp.now.Sub(x.t0))
 	if f != failGlobalTimeout && x.attempt < x.maxRetries && x.rp.retriesFailure(f) {
 		x.retry()
 		return
@@ -681,15 +593,11 @@ func (x *exchange) fail(f failure) {
 // retry waits out the back-off and starts the next attempt.
 func (x *exchange) retry() {
 	lp := x.cc.lp
-	cc, st := x.cfg, x.c.stats
-	if x.c.retries.Add(1) > cc.maxRetries {
-		x.c.retries.Add(-1)
-		st.Overflow.Inc()
-		x.reply(http.StatusServiceUnavailable, "upstream retry limit exceeded")
+	if !x.c.takeRetry(x.cfg) {
+		x.reply(http.StatusServiceUnavailable, retryLimitReply)
 		return
 	}
 	x.retriesHeld++
-	st.Retry.Inc()
 	wait := x.rp.backoff(x.attempt)
 	x.attempt++
 	x.backoffEnds = !x.deadline.IsZero() && lp.now.Add(wait).After(x.deadline)
@@ -735,11 +643,7 @@ func (x *exchange) cancel() {
 func (x *exchange) onResponseHead() bool {
 	u, h, st := x.up, x.h, x.c.stats
 	code := x.resp.status
-	x.c.detector.PutLocal(&h.od, outlier.LocalConnectSuccess)
-	x.c.detector.PutHTTPStatus(&h.od, code)
-	if code >= 500 {
-		h.rqErrors.Add(1)
-	}
+	x.c.responded(h, code)
 	if x.attempt < x.maxRetries && x.rp.retriesStatus(code) {
 		st.Response(code, x.cc.lp.now.Sub(x.t0))
 		h.active.Add(-1)

@@ -43,14 +43,6 @@ const maxFastBody = 64 << 10
 // stops reading the upstream response.
 const highWater = 256 << 10
 
-// listenerServer serves one bound listener.
-type listenerServer interface {
-	Serve(net.Listener) error
-	SetKeepAlivesEnabled(bool)
-	Shutdown(context.Context) error
-	Close() error
-}
-
 // newListenerServer returns the event-loop server, which falls back on the
 // general one when the loops cannot be set up.
 func newListenerServer(h *handler) listenerServer {
@@ -96,13 +88,16 @@ func (s *evServer) Serve(ln net.Listener) error {
 		n = runtime.GOMAXPROCS(0)
 	}
 	loops := make([]*loop, 0, n)
+	discard := func() {
+		for _, l := range loops {
+			l.closeFDs()
+		}
+		unix.Close(lnfd)
+	}
 	for range n {
 		lp, err := newLoop(s, lnfd)
 		if err != nil {
-			for _, l := range loops {
-				l.closeFDs()
-			}
-			unix.Close(lnfd)
+			discard()
 			s.h.p.log.Info("event loop unavailable, serving connections on goroutines", "error", err)
 			return s.h1.Serve(ln)
 		}
@@ -111,10 +106,7 @@ func (s *evServer) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
-		for _, l := range loops {
-			l.closeFDs()
-		}
-		unix.Close(lnfd)
+		discard()
 		return http.ErrServerClosed
 	}
 	s.ln, s.loops = ln, loops
@@ -283,8 +275,7 @@ func newLoop(s *evServer, lnfd int) (*loop, error) {
 		lp.closeFDs()
 		return nil, err
 	}
-	// Level-triggered and exclusive: one loop wakes per new connection.
-	if err := lp.add(lnfd, acceptHandler{lp}, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+	if err := lp.listen(lnfd); err != nil {
 		lp.closeFDs()
 		return nil, err
 	}
@@ -442,8 +433,7 @@ func (a acceptHandler) onEvent(uint32) {
 	for range 4 {
 		fd, sa, err := unix.Accept4(s.lnfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err != nil {
-			switch err {
-			case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			if outOfResources(err) {
 				lp.pauseAccept(err)
 			}
 			return
@@ -484,9 +474,15 @@ func (lp *loop) resumeAccept() {
 	if s.lnfd < 0 || s.closing.Load() {
 		return
 	}
-	if err := lp.add(s.lnfd, acceptHandler{lp}, unix.EPOLLIN|unix.EPOLLEXCLUSIVE); err != nil {
+	if err := lp.listen(s.lnfd); err != nil {
 		lp.arm(&lp.resume, lp.now.Add(acceptPause))
 	}
+}
+
+// listen registers the listener, level-triggered and exclusive: one loop
+// wakes per new connection.
+func (lp *loop) listen(lnfd int) error {
+	return lp.add(lnfd, acceptHandler{lp}, unix.EPOLLIN|unix.EPOLLEXCLUSIVE)
 }
 
 // timer is a loop timer; idx is its place in the heap, -1 when not armed.
@@ -606,22 +602,15 @@ func (lp *loop) dropIdle(u *upConn) {
 // much as the I/O). Only the epoll_wait that may block goes through the
 // runtime.
 
-func rawRead(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
+func rawRead(fd int, p []byte) (int, error)  { return rawIO(unix.SYS_READ, fd, p) }
+func rawWrite(fd int, p []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, p) }
 
-func rawWrite(fd int, p []byte) (int, error) {
+// rawIO is read(2) or write(2), by trap.
+func rawIO(trap uintptr, fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	if e != 0 {
 		return 0, e
 	}

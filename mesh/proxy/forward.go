@@ -50,20 +50,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		localReply(w, http.StatusHTTPVersionNotSupported, "protocol not enabled on this listener")
 		return
 	}
-	table := lc.inline
-	if table == nil {
-		table = (*h.p.routes.Load())[lc.rdsName]
-	}
-	if table == nil {
-		w.WriteHeader(http.StatusNotFound)
-		return
-	}
-	vh := table.match(lc.hostForMatch(r.Host))
-	if vh == nil {
-		w.WriteHeader(http.StatusNotFound)
-		return
-	}
-	rt := vh.match(stdRequest{r})
+	rt, c := h.resolve(lc, r.Host, stdRequest{r})
 	if rt == nil {
 		w.WriteHeader(http.StatusNotFound)
 		return
@@ -76,15 +63,93 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(d.body)
 		return
 	}
-	a := rt.action
-	name := a.pick()
-	c := (*h.p.clusters.Load())[name]
 	if c == nil {
-		w.WriteHeader(a.notFoundCode)
+		w.WriteHeader(rt.action.notFoundCode)
 		return
 	}
 	prepareRequestHeaders(r, lc)
-	forward(w, r, a, c, start)
+	forward(w, r, rt.action, c, start)
+}
+
+// resolve finds a request's route (nil: no virtual host or route matches,
+// a 404) and, for a route action, the cluster it picks (nil when no such
+// cluster is known: the action's cluster_not_found_response_code).
+func (h *handler) resolve(lc *listenerConfig, host string, r requestView) (*route, *cluster) {
+	table := lc.inline
+	if table == nil {
+		table = (*h.p.routes.Load())[lc.rdsName]
+	}
+	if table == nil {
+		return nil, nil
+	}
+	vh := table.match(lc.hostForMatch(host))
+	if vh == nil {
+		return nil, nil
+	}
+	rt := vh.match(r)
+	if rt == nil || rt.action == nil {
+		return rt, nil
+	}
+	return rt, (*h.p.clusters.Load())[rt.action.pick()]
+}
+
+// admit counts a request against the cluster's circuit breakers; when they
+// are open it charges the overflow and reports false.
+func (c *cluster) admit(cc *clusterConfig) bool {
+	if n := c.active.Add(1); n > cc.maxRequests || n > cc.maxConnections+cc.maxPending {
+		c.active.Add(-1)
+		c.stats.Overflow.Inc()
+		c.stats.Response(http.StatusServiceUnavailable, -1)
+		return false
+	}
+	return true
+}
+
+const retryLimitReply = "upstream retry limit exceeded"
+
+const overflowReply = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+// takeRetry counts a retry against max_retries; when the budget is spent it
+// charges the overflow and reports false.
+func (c *cluster) takeRetry(cc *clusterConfig) bool {
+	if c.retries.Add(1) > cc.maxRetries {
+		c.retries.Add(-1)
+		c.stats.Overflow.Inc()
+		return false
+	}
+	c.stats.Retry.Inc()
+	return true
+}
+
+// failed charges an attempt to h that got no response (f is not
+// failDownstream) and returns the local reply that stands for it.
+func (c *cluster) failed(h *host, f failure, elapsed time.Duration) (int, string) {
+	h.active.Add(-1)
+	h.rqErrors.Add(1)
+	code, msg := http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+	switch f {
+	case failConnect:
+		c.stats.ConnectFail.Inc()
+		c.detector.PutLocal(&h.od, outlier.LocalConnectFailed)
+		msg = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	case failReset:
+		c.detector.PutLocal(&h.od, outlier.LocalReset)
+	case failPerTryTimeout, failGlobalTimeout:
+		c.stats.Timeout.Inc()
+		c.detector.PutLocal(&h.od, outlier.LocalTimeout)
+		code, msg = http.StatusGatewayTimeout, "upstream request timeout"
+	}
+	c.stats.Response(code, elapsed)
+	return code, msg
+}
+
+// responded tells the outlier detector and h's counters that h answered.
+func (c *cluster) responded(h *host, code int) {
+	c.detector.PutLocal(&h.od, outlier.LocalConnectSuccess)
+	c.detector.PutHTTPStatus(&h.od, code)
+	if code >= 500 {
+		h.rqErrors.Add(1)
+	}
 }
 
 // hostForMatch lower-cases the Host and strips its port as the connection
@@ -404,12 +469,9 @@ func (rp *retryPolicy) backoff(retry int) time.Duration {
 func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster, start time.Time) {
 	cc := c.cfg.Load()
 	st := c.stats
-	if n := c.active.Add(1); n > cc.maxRequests || n > cc.maxConnections+cc.maxPending {
-		c.active.Add(-1)
-		st.Overflow.Inc()
-		st.Response(http.StatusServiceUnavailable, -1)
+	if !c.admit(cc) {
 		w.Header()["X-Envoy-Overloaded"] = trueValue
-		localReply(w, http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: overflow")
+		localReply(w, http.StatusServiceUnavailable, overflowReply)
 		return
 	}
 	defer c.active.Add(-1)
@@ -496,28 +558,16 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 		}
 		retry := false
 		if err != nil {
-			h.active.Add(-1)
-			h.rqErrors.Add(1)
 			if cancelTry != nil {
 				cancelTry()
 			}
 			f := classify(err, deadline, r.Context())
-			code, msg := http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-			switch f {
-			case failDownstream:
+			if f == failDownstream {
+				h.active.Add(-1)
+				h.rqErrors.Add(1)
 				return
-			case failConnect:
-				st.ConnectFail.Inc()
-				c.detector.PutLocal(&h.od, outlier.LocalConnectFailed)
-				msg = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
-			case failReset:
-				c.detector.PutLocal(&h.od, outlier.LocalReset)
-			case failPerTryTimeout, failGlobalTimeout:
-				st.Timeout.Inc()
-				c.detector.PutLocal(&h.od, outlier.LocalTimeout)
-				code, msg = http.StatusGatewayTimeout, "upstream request timeout"
 			}
-			st.Response(code, time.Since(t0))
+			code, msg := c.failed(h, f, time.Since(t0))
 			if f != failGlobalTimeout && attempt < maxRetries && rp.retriesFailure(f) {
 				retry = true
 			} else {
@@ -526,11 +576,7 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 			}
 		} else {
 			code := resp.StatusCode
-			c.detector.PutLocal(&h.od, outlier.LocalConnectSuccess)
-			c.detector.PutHTTPStatus(&h.od, code)
-			if code >= 500 {
-				h.rqErrors.Add(1)
-			}
+			c.responded(h, code)
 			if attempt < maxRetries && rp.retriesStatus(code) {
 				retry = true
 				st.Response(code, time.Since(t0))
@@ -554,14 +600,11 @@ func forward(w http.ResponseWriter, r *http.Request, a *routeAction, c *cluster,
 			}
 		}
 		if retry {
-			if c.retries.Add(1) > cc.maxRetries {
-				c.retries.Add(-1)
-				st.Overflow.Inc()
-				localReply(w, http.StatusServiceUnavailable, "upstream retry limit exceeded")
+			if !c.takeRetry(cc) {
+				localReply(w, http.StatusServiceUnavailable, retryLimitReply)
 				return
 			}
 			retriesHeld++
-			st.Retry.Inc()
 			wait := rp.backoff(attempt)
 			timedOut := !deadline.IsZero() && time.Now().Add(wait).After(deadline)
 			if timedOut {

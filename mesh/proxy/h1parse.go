@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // This file parses HTTP/1.1 heads for the event-loop data path (evloop_linux.go)
@@ -421,4 +422,48 @@ func unhex(c byte) byte {
 		return c - 'a' + 10
 	}
 	return c - 'A' + 10
+}
+
+// fastRequest is a loop-parsed request as a requestView. Its strings
+// alias the read buffer (view): route matching reads them and keeps none,
+// and the buffer does not change while it runs.
+type fastRequest struct{ hd *reqHead }
+
+func (r fastRequest) escapedPath() string { return view(r.hd.target[:r.hd.pathEnd]) }
+func (r fastRequest) requestURI() string  { return view(r.hd.target) }
+func (r fastRequest) method() string      { return view(r.hd.method) }
+func (r fastRequest) authority() string   { return view(r.hd.host) }
+
+func (r fastRequest) header(name string) (string, bool) {
+	var joined []byte
+	found := 0
+	var first []byte
+	for _, f := range r.hd.fields {
+		if len(f.name) == len(name) && strings.EqualFold(view(f.name), name) {
+			switch found++; found {
+			case 1:
+				first = f.value
+			case 2:
+				joined = append(append(append(joined, first...), ','), f.value...)
+			default:
+				joined = append(append(joined, ','), f.value...)
+			}
+		}
+	}
+	switch found {
+	case 0:
+		return "", false
+	case 1:
+		return view(first), true
+	}
+	return string(joined), true
+}
+
+// view returns b's bytes as a string without copying; b must not change
+// while the string is in use.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

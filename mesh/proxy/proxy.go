@@ -439,6 +439,15 @@ func (p *Proxy) Close() {
 	}
 }
 
+// listenerServer serves one bound listener: the event-loop server
+// (evloop_linux.go) or the goroutine-per-connection one (h1server.go).
+type listenerServer interface {
+	Serve(net.Listener) error
+	SetKeepAlivesEnabled(bool)
+	Shutdown(context.Context) error
+	Close() error
+}
+
 // listenerRuntime is one bound listener; its config is swapped in place.
 type listenerRuntime struct {
 	name    string
